@@ -1,0 +1,1 @@
+"""Bounce handling: SMTP listener, DSN/ARF classification, bounce processing."""

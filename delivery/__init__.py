@@ -1,0 +1,1 @@
+"""Outbound delivery: rendering, suppression, DKIM, VERP, SMTP pool, rate limits."""

@@ -1,0 +1,1 @@
+"""mailgate ground floor: settings, storage, job runtime, HTTP, daemon and CLI."""

@@ -1,0 +1,1 @@
+"""IMAP IDLE ingest: mailbox watchers, MIME parsing, message storing, reply detection."""
