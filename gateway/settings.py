@@ -1,0 +1,305 @@
+"""The one settings model of mailgate.
+
+Values come, highest precedence first, from keyword arguments (tests), ``MAILGATE_*``
+environment variables, and an optional TOML file (``--config`` or ``MAILGATE_CONFIG``).
+Validation happens once, at start: a bad value fails with a message naming the setting,
+unknown keys in the TOML file are rejected, and every field carries a description and its
+bounds so the README's configuration reference can be generated from this model
+(``python -m gateway.settings`` prints it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, NamedTuple
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.exceptions import SettingsError as SourceError
+
+ENV_PREFIX = "MAILGATE_"
+
+
+class ListenAddress(NamedTuple):
+    """A ``host:port`` pair to listen on."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_listen(value: Any) -> ListenAddress:
+    """Parse ``host:port`` (``[v6]:port`` for IPv6); port 0 asks the OS for a free port."""
+    if isinstance(value, ListenAddress):
+        return value
+    if isinstance(value, list | tuple) and len(value) == 2:
+        value = f"{value[0]}:{value[1]}"
+    if not isinstance(value, str):
+        raise ValueError("expected 'host:port'")
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected 'host:port', got {value!r}")
+    host = host.strip("[]")
+    if not port_text.isdigit():
+        raise ValueError(f"port must be a number, got {port_text!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {port}")
+    return ListenAddress(host, port)
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip().lower() for item in value.split(",") if item.strip()]
+    return value
+
+
+Listen = Annotated[ListenAddress, NoDecode, BeforeValidator(parse_listen)]
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+def default_data_dir() -> Path:
+    """The user's data directory (XDG), where the embedded servers and the key live."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mailgate"
+
+
+class Settings(BaseSettings):
+    """Every setting of a mailgate process. Environment: ``MAILGATE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    # Where the TOML file was read from (not a setting itself; set by load_settings).
+    config_file: ClassVar[Path | None] = None
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL DSN (postgresql://user:pass@host:port/db). Unset: "
+        "`mailgate run` starts a private embedded PostgreSQL under data_dir.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (redis://host:port/db). Unset: `mailgate run` starts a "
+        "private embedded Redis under data_dir.",
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Directory for the embedded servers, the generated secret key and "
+        "other local state. Default: $XDG_DATA_HOME/mailgate or ~/.local/share/mailgate.",
+    )
+    http_listen: Listen = Field(
+        default=ListenAddress("127.0.0.1", 8025),
+        description="host:port of the HTTP endpoint (/healthz, /readyz, /metrics).",
+    )
+    smtp_listen: Listen = Field(
+        default=ListenAddress("127.0.0.1", 2525),
+        description="host:port of the bounce SMTP listener (port 25 in production).",
+    )
+    bounce_domains: CsvList = Field(
+        default_factory=list,
+        description="Comma-separated domains whose addresses the bounce listener accepts "
+        "(everything else gets 550 5.7.1: never an open relay).",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Secret for VERP token HMACs and credential encryption (>= 32 chars). "
+        "Unset and no secret_key_file: a key is generated in data_dir on first use.",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="File holding the secret key (alternative to secret_key).",
+    )
+    components: CsvList = Field(
+        default_factory=lambda: ["all"],
+        description="Comma-separated components `mailgate run` starts (entry points of "
+        "group mailgate.components), or `all`. `none` runs only the HTTP endpoint.",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=600,
+        description="Seconds in-flight work may take to finish after SIGTERM before it is "
+        "cancelled (0-600).",
+    )
+    watchdog_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds between systemd WATCHDOG=1 pings when NOTIFY_SOCKET is set; "
+        "halved when WATCHDOG_USEC asks for more often (0-300].",
+    )
+    db_pool_min: int = Field(
+        default=2, ge=1, le=100, description="Minimum PostgreSQL pool size (1-100)."
+    )
+    db_pool_max: int = Field(
+        default=20, ge=1, le=500, description="Maximum PostgreSQL pool size (1-500)."
+    )
+    db_connect_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="PostgreSQL connect timeout in seconds (0-120]."
+    )
+    db_command_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Default PostgreSQL statement timeout in seconds."
+    )
+    redis_max_connections: int = Field(
+        default=100, ge=2, le=10000, description="Maximum Redis connections per process (2-10000)."
+    )
+    log_level: str = Field(
+        default="INFO",
+        pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+        description="Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    )
+    log_format: str = Field(
+        default="auto",
+        pattern=r"^(auto|json|text)$",
+        description="`json` (one object per line), `text` (readable), or `auto`: text on a "
+        "terminal, JSON otherwise.",
+    )
+    embedded_start_timeout_s: float = Field(
+        default=60.0, gt=0, le=600, description="Seconds to wait for an embedded server to start."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("bounce_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        for domain in value:
+            if "." not in domain or "@" in domain or " " in domain:
+                raise ValueError(f"not a domain name: {domain!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.config_file))
+        return tuple(sources)
+
+    # -- derived values ---------------------------------------------------------------
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain values, secrets replaced by ``********``."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = (
+                    _mask_url(value.get_secret_value()) if name.endswith("_url") else "********"
+                )
+            elif isinstance(value, (ListenAddress, Path)):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password of a URL but keep host, port and database visible."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:********@{host}" if ":" in creds else url
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; ``str()`` names every offending setting."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{name}: {msg}" for name, msg in errors))
+
+
+def _field_of(exc: Exception) -> str:
+    text = str(exc)
+    start = text.find('field "')
+    return text[start + 7 : text.find('"', start + 7)] if start >= 0 else "settings"
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the TOML file (``config`` or MAILGATE_CONFIG) and the env.
+
+    Raises :class:`SettingsError` naming each bad setting (e.g. ``http_listen``).
+    """
+    path = config or os.environ.get(f"{ENV_PREFIX}CONFIG") or None
+    config_path = Path(path) if path else None
+    if config_path is not None and not config_path.is_file():
+        raise SettingsError([("config", f"no such file: {config_path}")])
+
+    class _Loaded(Settings):
+        config_file: ClassVar[Path | None] = config_path
+
+    try:
+        loaded = _Loaded(**overrides)
+    except SourceError as exc:
+        raise SettingsError([(_field_of(exc), str(exc))]) from None
+    except ValidationError as exc:
+        raise SettingsError(
+            [
+                (".".join(str(p) for p in err["loc"]) or "settings", err["msg"])
+                for err in exc.errors()
+            ]
+        ) from None
+    return loaded
+
+
+def reference_markdown() -> str:
+    """The configuration reference table for the README, generated from the model."""
+    lines = [
+        "| setting | environment | default | description |",
+        "|---|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = "(computed)" if name == "data_dir" else repr(field.default_factory())  # type: ignore[call-arg]
+        else:
+            default = "unset" if field.default is None else str(field.default)
+        env = f"`{ENV_PREFIX}{name.upper()}`"
+        lines.append(f"| `{name}` | {env} | `{default}` | {field.description} |")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ListenAddress",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "parse_listen",
+    "reference_markdown",
+]
+
+if __name__ == "__main__":  # pragma: no cover - documentation helper
+    print(reference_markdown())

@@ -1,0 +1,137 @@
+"""PostgreSQL access: the asyncpg pool and the versioned SQL migrations.
+
+Migrations are plain SQL files ``gateway/migrations/NNNN_name.sql`` shipped in the package.
+:func:`migrate` applies the pending ones in order, each in its own transaction, under a
+PostgreSQL advisory lock: two instances migrating at once serialise on the lock, the first
+applies, the second finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key for migrations: any constant unique to mailgate ("mailgate" in ASCII).
+MIGRATION_LOCK_KEY = 0x6D61696C67617465
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class StorageError(Exception):
+    """The database cannot be reached or refused a statement we expected to work."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available_migrations() -> list[Migration]:
+    """The migrations shipped in the package, ordered by version."""
+    found: list[Migration] = []
+    for entry in resources.files("gateway.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise StorageError(f"duplicate migration versions: {versions}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[Migration]:
+    """Apply pending migrations; returns the ones this call applied (empty: up to date)."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        done: list[Migration] = []
+        for migration in available_migrations():
+            if migration.version in applied:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            log.info(
+                "applied migration",
+                extra={"version": migration.version, "migration": migration.name},
+            )
+            done.append(migration)
+        return done
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    """The highest applied migration version (0 on an empty database)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # JSON/JSONB as Python values in both directions.
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    return None
+
+
+async def connect(url: str, *, timeout_s: float = 10.0) -> asyncpg.Connection:
+    """One connection with mailgate's codecs (CLI commands, migrations)."""
+    conn = await asyncpg.connect(url, timeout=timeout_s)
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 20,
+    connect_timeout_s: float = 10.0,
+    command_timeout_s: float = 30.0,
+) -> asyncpg.Pool:
+    """The process's pool. ``reset=None``: our code leaves no session state behind, and the
+    reset query asyncpg runs on every release costs a round trip on the hot path
+    (``reset=_no_reset``)."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=connect_timeout_s,
+        command_timeout=command_timeout_s,
+        init=_init_connection,
+        max_inactive_connection_lifetime=300.0,
+        reset=_no_reset,
+    )
+    return pool
+
+
+def jsonable(value: Any) -> Any:
+    """Round-trip through JSON so only JSON types go into a JSONB parameter."""
+    return json.loads(json.dumps(value, default=str))
