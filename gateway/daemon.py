@@ -159,9 +159,10 @@ class Daemon:
             )
             pending.discard(forced)
             if forced in done:
-                # Second signal: a deadline in the past makes every component cancel now.
-                for c in self.components:
-                    await c.stop(loop.time() - 1)
+                # Second signal: cancelling stop() means "abandon the drain now" (see
+                # Component); each component then cancels its in-flight work.
+                for task in pending:
+                    task.cancel()
                 break
         forced.cancel()
         for task, component in zip(stops, reversed(self.components), strict=True):

@@ -1,0 +1,55 @@
+# mailgate: the two commands a newcomer needs.
+#   make run    run mailgate on the embedded PostgreSQL and Redis (nothing to configure)
+#   make test   ruff + mypy (strict) + the test suite against real servers
+# Both create .venv and install what they need; `make test` as root on Debian/Ubuntu also
+# installs the Debian packages the tests use (Dovecot, Postfix).
+
+SHELL := /bin/bash
+# pgserver (the embedded PostgreSQL wheel) exists for Python <= 3.12: prefer those.
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := dovecot-imapd dovecot-lmtpd postfix
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck pytest venv deps clean bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/pip install -q -e '.[embedded,test]'
+
+run: venv
+	$(BIN)/mailgate run
+
+# Debian packages for the real-server tests (only as root on a Debian-like system).
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing (install them as root: apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check gateway
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: deps venv lint typecheck pytest
+
+bench: venv deps
+	$(BIN)/python bench/jobs.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

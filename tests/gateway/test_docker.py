@@ -1,0 +1,84 @@
+"""docker/: what can be checked without a Docker engine. The compose file parses and wires
+the three services; the image's environment is a valid configuration; its HEALTHCHECK
+command, run in this virtualenv, passes against a running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from gateway.daemon import Daemon
+from gateway.settings import Settings, load_settings
+
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_compose_file_wires_postgres_redis_and_mailgate() -> None:
+    """compose.yaml parses; mailgate depends on healthy PostgreSQL and Redis."""
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "mailgate"}
+    mg = services["mailgate"]
+    assert mg["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert mg["depends_on"]["redis"]["condition"] == "service_healthy"
+    fields = {f"MAILGATE_{name.upper()}" for name in Settings.model_fields}
+    assert set(mg["environment"]) <= fields
+    assert mg["build"]["dockerfile"] == "docker/Dockerfile"
+
+
+def test_image_runs_as_non_root_with_a_valid_configuration() -> None:
+    """The final stage sets a non-root USER, and its ENV is accepted by the settings model."""
+    instructions = _dockerfile_instructions()
+    final = instructions[max(i for i, (w, _) in enumerate(instructions) if w == "FROM") :]
+    users = [arg for word, arg in final if word == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    env: dict[str, str] = {}
+    for word, arg in final:
+        if word == "ENV":
+            for item in shlex.split(arg):
+                key, _, value = item.partition("=")
+                env[key] = value
+    overrides = {
+        k.removeprefix("MAILGATE_").lower(): v for k, v in env.items() if k.startswith("MAILGATE_")
+    }
+    settings = load_settings(**overrides)
+    assert settings.http_listen.port == 8025
+    cmd = [arg for word, arg in final if word in ("ENTRYPOINT", "CMD")]
+    assert json.loads(cmd[0]) == ["mailgate"] and json.loads(cmd[1]) == ["run"]
+
+
+async def test_healthcheck_command_passes_against_the_daemon(settings: Settings) -> None:
+    """The image's HEALTHCHECK command exits 0 against a running daemon, 1 without one."""
+    healthcheck = next(arg for word, arg in _dockerfile_instructions() if word == "HEALTHCHECK")
+    argv = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
+    assert argv[0] == "python"
+    daemon = Daemon(settings, factories={})
+    task = asyncio.create_task(daemon.run(install_signals=False))
+    await asyncio.wait_for(daemon.started.wait(), 30)
+    assert daemon.http is not None
+    script = re.sub(r"127\.0\.0\.1:8025", f"127.0.0.1:{daemon.http.bound_port}", argv[2])
+    proc = await asyncio.create_subprocess_exec(sys.executable, argv[1], script)
+    assert await proc.wait() == 0
+    daemon.request_stop()
+    await asyncio.wait_for(task, 30)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, argv[1], script, stderr=asyncio.subprocess.DEVNULL
+    )
+    assert await proc.wait() == 1
