@@ -1,0 +1,108 @@
+"""RFC 3464 delivery status notifications: per-recipient fields of ``message/delivery-status``.
+
+The machine-readable part is a block of per-message fields followed by one block per
+recipient. Many MTAs also paste the same fields into a text part (or send the part with a wrong
+content type), so :func:`parse_fields` reads fields from any text and :func:`looks_like_dsn_text`
+recognises such a pasted report.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bounces.codes import normalise_status
+
+_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
+_RCPT_FIELDS = ("final-recipient", "original-recipient", "x-actual-recipient")
+
+
+@dataclass(frozen=True, slots=True)
+class DsnRecipient:
+    """The fields of one per-recipient block."""
+
+    recipient: str
+    action: str
+    status: str
+    diagnostic: str
+    diagnostic_type: str
+    remote_mta: str
+    reporting_mta: str
+
+
+def _address(value: str) -> str:
+    """``rfc822; <a@b>`` -> ``a@b`` (the address type prefix and brackets removed)."""
+    if ";" in value:
+        value = value.split(";", 1)[1]
+    value = value.strip().strip("<>\"' ").strip()
+    if " " in value:
+        for word in value.split():
+            if "@" in word:
+                return word.strip("<>\"'(),;")
+    return value
+
+
+def _blocks(text: str) -> list[list[tuple[str, str]]]:
+    """Split field text into blocks of (lower-case name, unfolded value)."""
+    blocks: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    for line in text.split("\n"):
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                current = []
+            continue
+        if line[:1] in (" ", "\t") and current:
+            name, value = current[-1]
+            current[-1] = (name, f"{value} {line.strip()}")
+            continue
+        match = _FIELD.match(line.strip())
+        if match:
+            current.append((match.group(1).lower(), match.group(2).strip()))
+        elif current:
+            name, value = current[-1]
+            current[-1] = (name, f"{value} {line.strip()}")
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def parse_fields(text: str) -> list[DsnRecipient]:
+    """Read per-recipient blocks from delivery-status text; blocks without a recipient skipped."""
+    out: list[DsnRecipient] = []
+    reporting = ""
+    for block in _blocks(text):
+        fields: dict[str, str] = {}
+        for name, value in block:
+            fields.setdefault(name, value)
+        if "reporting-mta" in fields and not reporting:
+            reporting = _address(fields["reporting-mta"])
+        rcpt = ""
+        for name in _RCPT_FIELDS:
+            if fields.get(name):
+                rcpt = _address(fields[name])
+                if "@" in rcpt:
+                    break
+        if not rcpt or "@" not in rcpt:
+            continue
+        diag_raw = fields.get("diagnostic-code", "")
+        dtype, _, diag = diag_raw.partition(";") if ";" in diag_raw else ("", "", diag_raw)
+        out.append(DsnRecipient(
+            recipient=rcpt,
+            action=fields.get("action", "").split()[0].lower() if fields.get("action") else "",
+            status=normalise_status(fields.get("status", "")),
+            diagnostic=" ".join(diag.split()),
+            diagnostic_type=dtype.strip().upper(),
+            remote_mta=_address(fields.get("remote-mta", "")),
+            reporting_mta=reporting,
+        ))
+    return out
+
+
+_PASTED = re.compile(r"(?im)^(?:final|original)-recipient:\s*\S")
+_STATUS_LINE = re.compile(r"(?im)^(?:status|action):")
+
+
+def looks_like_dsn_text(text: str) -> bool:
+    """True when a text part carries pasted RFC 3464 recipient fields."""
+    return _PASTED.search(text) is not None and _STATUS_LINE.search(text) is not None

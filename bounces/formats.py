@@ -1,0 +1,184 @@
+"""Non-standard bounce formats: the plain-text reports of Postfix, qmail, Exim, Sendmail,
+Exchange, webmail providers and the rest.
+
+No per-vendor parser is kept; the formats share a shape that one scanner reads:
+
+* the report text comes before the returned message, which starts at a recognisable divider
+  ("--- Below this line is a copy of the message", "------ This is a copy of the message",
+  "----- Original message -----", a ``message/rfc822`` part, ...);
+* each failed recipient is named on a line of its own (``<a@b>:``, an indented bare address,
+  ``RCPT TO:<a@b>``, "delivery to the following recipient failed ...: a@b");
+* the reason follows it (the remote server's reply, or the MTA's own words).
+
+So the scanner cuts at the divider, finds recipient lines by their shape, and takes the text
+up to the next recipient as that recipient's diagnostic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bounces.message import ParsedReport, parse_header_block
+
+_ADDR = r"[\w.+'=/#&!%$*?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+"
+ADDR_RE = re.compile(_ADDR)
+
+_DIVIDER = re.compile(
+    r"(?im)^[ \t>]*(?:"
+    r"-{2,}\s*(?:original message|this is a copy of|below this line is a copy|"
+    r"(?:the )?(?:original|returned|unsent|undelivered|rejected) (?:message|mail|e-?mail)|"
+    r"message (?:text |headers )?follows|unsent message below|headers of the message|"
+    r"copy of (?:the )?message|returned mail)"
+    r"|(?:original|returned|unsent|undelivered) message(?: headers)?(?: follows)?:?\s*$"
+    r"|content-type: message/rfc822"
+    r"|-{3,} original message -{3,}"
+    r"|(?:the )?(?:original|returned) message (?:is attached|is below|follows)"
+    r")")
+_HEADERISH = re.compile(r"(?m)^(?:Return-Path|Received|DKIM-Signature|Message-ID|From|Date):[ \t]")
+
+_SUBJECT = re.compile(
+    r"undeliver|undelivered|delivery (?:status|failure|failed|notification|problem|report)|"
+    r"failure notice|returned mail|mail delivery (?:failed|system|subsystem)|non-?deliver|"
+    r"could not (?:be )?deliver|message not delivered|not (?:been )?delivered|delivery has failed|"
+    r"rejected|warning: could not send|delayed mail|mail system error|delivery error|"
+    r"nondeliverable|error sending message|permanent (?:delivery )?(?:error|failure)|"
+    r"(?:delivery|transmission) (?:has )?failed|mail failure|returned to sender|bounced?\b|"
+    r"unzustellbar|non remis|no entregado|delivery (?:delay|warning)|message delayed|"
+    r"failed to deliver|sending failed|notificaci[oó]n|fehlgeschlagen|mail could not be delivered",
+    re.IGNORECASE)
+_FROM = re.compile(
+    r"mailer-daemon|postmaster|mail delivery|mail ?administrator|mail system|"
+    r"bounce|delivery (?:status|subsystem|notification)|mdaemon|daemon@|no-?reply@.*(?:mail|mx)|"
+    r"noreply\+bounces|notifications?@.*(?:facebook|googlegroups)|mailerdaemon", re.IGNORECASE)
+_BODY = re.compile(
+    r"(?i)(?:could not be delivered|couldn'?t be delivered|was not delivered|undeliverable|"
+    r"delivery (?:to the following recipients? )?(?:has )?failed|"
+    r"permanent(?:ly)? (?:error|fatal|failure|failed)|"
+    r"not be delivered to|following addresses had|returned to sender|delivery status notification|"
+    r"unable to deliver|message delivery failed|remote host said|said: [45]\d\d|smtp error|"
+    r"delivery attempts? (?:failed|will continue)|has been delayed|could not deliver|"
+    r"rejected your message|your message (?:to .+ )?(?:was|has been|couldn'?t be|could not be) "
+    r"(?:rejected|blocked|delivered)|failed permanently|mail delivery failed|"
+    r"I'm afraid I wasn't able|"
+    r"this is the mail ?system at|giving up on|delivery to the following|host unknown|"
+    r"user unknown|no such user|mailbox (?:is )?(?:full|unavailable)|message could not be sent)")
+_DELAYED = re.compile(
+    r"(?i)(?:has been delayed|(?:is|was) delayed|delivery (?:is )?delayed|"
+    r"delay(?:ed)? (?:mail|notification)|"
+    r"will (?:continue|be retried|retry|keep trying)|not yet been delivered|still trying|"
+    r"warning: could not send message for past|delivery warning|still in the queue|"
+    r"(?:is|are) being retried|no action is required on your part|"
+    r"message will be retried)")
+_FINAL = re.compile(
+    r"(?i)(?:i'?m not going to try again|giving up|gave up|permanent|failed permanently|"
+    r"could not be delivered|has been returned|will not be retried|was not delivered|"
+    r"delivery has failed|undeliverable)")
+
+_RCPT_LINE = [
+    re.compile(rf"^[ \t]*<({_ADDR})>"),                       # Postfix, qmail, Sendmail
+    re.compile(rf"^[ \t]*\"?({_ADDR})\"?[ \t]*(?:[:(;,]|\.{{3}}|$)"),  # Exim, bare lines
+    re.compile(rf"(?i)rcpt to:?[ \t]*<?({_ADDR})"),          # transcripts
+    re.compile(rf"(?i)(?:recipients?|addressed to|to|for|address|user|mailbox|destinataire|"
+               rf"empf[aä]nger|destinatario)\b[^@\n]{{0,40}}?[ \t:<'\"(]+({_ADDR})"),
+]
+_IGNORE_LOCAL = re.compile(
+    r"^(?:postmaster|mailer-daemon|mailerdaemon|abuse|root|daemon|noreply|no-reply|"
+    r"bounce[s]?|double-bounce|nobody|mail-daemon)$", re.IGNORECASE)
+_MESSAGE_ID_LINE = re.compile(r"(?i)message-?id|in-reply-to|references|\bid\b\s*[:=]?\s*<")
+
+
+@dataclass(frozen=True, slots=True)
+class TextRecipient:
+    """A recipient found in a plain-text bounce with the text that explains it."""
+
+    recipient: str
+    diagnostic: str
+    delayed: bool
+
+
+def bounce_text(report: ParsedReport) -> str:
+    """The report's own text, cut before the returned original message.
+
+    When the original was pasted inline (no ``message/rfc822`` part), its headers are read
+    from after the divider so attribution by Message-ID still works.
+    """
+    text = "\n".join(t for t in report.text_parts if t.strip())
+    match = _DIVIDER.search(text)
+    if match:
+        rest = text[match.end():]
+        text = text[: match.start()]
+        if not report.original_headers:
+            body = rest.split("\n", 1)[1] if "\n" in rest else ""
+            report.original_headers = parse_header_block(body.lstrip("\n -"))
+    return text[:20000]
+
+
+def looks_like_bounce(report: ParsedReport, text: str) -> bool:
+    """Sender, subject and wording together say this is a delivery failure report."""
+    sender = report.header("From") + " " + report.header("Return-Path")
+    subject = report.header("Subject")
+    from_hit = _FROM.search(sender) is not None or report.header("Return-Path").strip() == "<>"
+    subject_hit = _SUBJECT.search(subject) is not None
+    body_hit = _BODY.search(text) is not None
+    if report.header("X-Failed-Recipients"):
+        return True
+    return (from_hit and (subject_hit or body_hit)) or (subject_hit and body_hit)
+
+
+def is_delayed(subject: str, text: str) -> bool:
+    """A warning that delivery is still being retried, not a final failure."""
+    head = subject + "\n" + text[:3000]
+    return _DELAYED.search(head) is not None and _FINAL.search(head) is None
+
+
+def _candidates(lines: list[str], exclude: set[str]) -> list[tuple[int, str, int]]:
+    """(line index, address, shape rank) for lines that name a recipient."""
+    found: list[tuple[int, str, int]] = []
+    for index, line in enumerate(lines):
+        if "@" not in line or _MESSAGE_ID_LINE.search(line):
+            continue
+        for rank, pattern in enumerate(_RCPT_LINE):
+            match = pattern.search(line)
+            if not match:
+                continue
+            addr = match.group(1).strip(".'\"").lower()
+            if addr in exclude or _IGNORE_LOCAL.match(addr.split("@")[0]):
+                continue
+            found.append((index, addr, rank))
+            break
+    return found
+
+
+def _diagnostic(lines: list[str], start: int, stop: int) -> str:
+    """Join the lines that explain one recipient, address line included."""
+    chunk = [ln.strip() for ln in lines[start: min(stop, start + 12)]]
+    return " ".join(" ".join(chunk).split())
+
+
+def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipient]:
+    """Find each failed recipient of a plain-text bounce with its diagnostic text."""
+    lines = text.split("\n")
+    delayed = is_delayed(report.header("Subject"), text)
+    found = _candidates(lines, exclude)
+    failed_hdr = [a.strip().lower() for a in report.header("X-Failed-Recipients").split(",")
+                  if "@" in a]
+    if not found and not failed_hdr:
+        return []
+    best_rank = min((rank for _, _, rank in found), default=0)
+    chosen = [(i, a) for i, a, rank in found if rank == best_rank or best_rank > 1]
+    out: dict[str, TextRecipient] = {}
+    whole = " ".join(text.split())
+    for pos, (index, addr) in enumerate(chosen):
+        stop = chosen[pos + 1][0] if pos + 1 < len(chosen) else len(lines)
+        if stop <= index:
+            stop = index + 1
+        diag = _diagnostic(lines, index, stop)
+        if len(ADDR_RE.sub("", diag).strip(" <>:.()")) < 8:
+            diag = whole[:1000]
+        if addr not in out:
+            out[addr] = TextRecipient(addr, diag, delayed)
+    for addr in failed_hdr:
+        if addr not in out:
+            out[addr] = TextRecipient(addr, whole[:1000], delayed)
+    return list(out.values())

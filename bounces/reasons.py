@@ -1,0 +1,414 @@
+"""Bounce reasons: diagnostic text and status codes to one of Sisimai's reason names.
+
+Two sources decide a reason. An enhanced status code names one when it is specific (``5.2.2`` is
+a full mailbox); the diagnostic text names one when the code is generic (``5.0.0``, ``5.7.1``)
+or absent, which is most of the time in practice. Text rules are ordered: earlier reasons win
+because their phrases are the more specific (``mailbox full`` before ``user unknown``, which
+itself comes before the catch-all ``blocked``). Rules are phrases as providers and MTAs word
+them, never tied to any one message.
+"""
+
+from __future__ import annotations
+
+import re
+
+_RULES_SRC: list[tuple[str, list[str]]] = [
+    ("mailboxfull", [
+        r"mail ?box (?:is )?full", r"mailbox (?:size limit|quota usage|over quota|has exceeded)",
+        r"over (?:the allowed |disk )?quota", r"quota (?:exceeded|violation|full)",
+        r"exceed(?:ed|s|ing)? (?:the |its |their )?(?:mailbox |storage |disk )?quota",
+        r"is over (?:the )?quota", r"user over quota", r"full mailbox", r"mailfolder is full",
+        r"(?:not|insufficient) enough (?:storage|space)", r"does not have enough space",
+        r"exceeded storage allocation", r"disk quota exceeded", r"mailbox exceeded the local limit",
+        r"space has been used up", r"too much mail data", r"exceeding its mailbox quota",
+        r"recipient reached disk quota", r"would exceed (?:maximum|the) allowed storage",
+        r"mailbox is over", r"has exceeded (?:its|the) (?:disk space|storage|quota)",
+        r"too many messages on the server", r"quota exceed", r"mailbox would exceed",
+        r"insufficient (?:disk )?space", r"inbox is full", r"boite du destinataire pleine",
+        r"account is (?:temporarily )?over quota", r"exceeding receiving limits",
+    ]),
+    ("mesgtoobig", [
+        r"message (?:size )?(?:is )?too (?:big|large)", r"message (?:file )?too (?:big|large)",
+        r"message size exceeds", r"exceeded maximum (?:inbound )?message size",
+        r"size limit", r"message length exceeds",
+        r"larger than (?:the )?(?:current )?(?:system )?limit",
+        r"size of (?:the )?message exceeds", r"message exceeds (?:the )?(?:maximum|size|local)",
+        r"(?:email|mail) (?:is )?too large",
+        r"exceeds (?:the )?maximum (?:allowed )?(?:message )?size",
+        r"message too long", r"size exceeds (?:the )?(?:maximum|fixed)",
+    ]),
+    ("exceedlimit", [
+        r"message too large for this recipient", r"recipient'?s? (?:message )?limit",
+        r"exceeds? (?:the )?(?:recipient|size) limit",
+    ]),
+    ("suspend", [
+        r"account (?:has been |is |was )?(?:disabled|suspended|deactivated|inactive|frozen|locked)",
+        r"mailbox (?:has been |is )?(?:disabled|suspended|deactivated|inactive)",
+        r"(?:is|has been) (?:temporarily )?(?:suspended|deactivated|disabled)",
+        r"recipient (?:is )?suspended", r"user suspended", r"not an active (?:user|address)",
+        r"mailbox unavailable or inactive", r"address (?:is )?(?:disabled|inactive|deactivated)",
+        r"account expired", r"currently suspended", r"boite du destinataire archivee",
+        r"email account .* (?:has been |is )(?:disabled|suspended)", r"mailbox is inactive",
+        r"user not active", r"this account has been (?:disabled|blocked|suspended)",
+        r"recipient'?s? (?:account|mailbox) is (?:disabled|inactive|suspended)",
+        r"is inactive", r"dormant",
+    ]),
+    ("hasmoved", [r"has been replaced by", r"no longer on server", r"address has moved"]),
+    ("norelaying", [
+        r"relay(?:ing)? (?:access )?(?:denied|not (?:permitted|allowed))", r"relay not permitted",
+        r"unable to relay", r"not permitted to relay", r"we do not relay", r"relaying denied",
+        r"relay access denied", r"not (?:a )?gateway", r"no relaying", r"relay rejected",
+        r"cannot relay", r"relaying mail to .+ is not allowed", r"not local host",
+        r"that domain isn'?t in my list of allowed rcpthosts", r"relay prohibited",
+    ]),
+    ("authfailure", [
+        r"\bspf\b.*(?:fail|reject|not (?:pass|authorized)|does not pass)",
+        r"(?:fail|reject)\w* .*\bspf\b", r"\bdkim\b.*(?:fail|invalid|reject)",
+        r"\bdmarc\b.*(?:fail|policy|reject)", r"sender policy framework",
+        r"not authorized to send on behalf", r"authentication (?:failure|check failed)",
+        r"sender (?:id|address) (?:check )?failed", r"unauthenticated email",
+        r"email (?:is )?not authenticated",
+    ]),
+    ("userunknown", [
+        r"user (?:is )?unknown",
+        r"unknown (?:user|recipient|mailbox|local[- ]?part|e-?mail address|address)",
+        r"no such (?:user|mailbox|recipient|address|person|account)", r"user not found",
+        r"user (?:does not|doesn'?t) exist",
+        r"(?:address|mailbox|recipient|account|user) .{0,60}(?:does not|doesn'?t) exist",
+        r"(?:address|mailbox|recipient|user|account) (?:was )?not found",
+        r"invalid (?:recipient|mailbox|address|user)", r"not a valid (?:user|mailbox|recipient)",
+        r"mailbox (?:is )?unavailable", r"mailbox not (?:present|available)",
+        r"bad (?:destination )?(?:recipient|mailbox|address)", r"bad[-_ ]recipient", r"badrcptto",
+        r"recipient (?:address )?rejected: (?:user|unknown|invalid|access denied)",
+        r"recipient (?:unknown|not (?:found|ok|exist)|is not local|rejected)",
+        r"not (?:a )?(?:known|local|valid) (?:user|address|recipient)", r"is not a known user",
+        r"no (?:mailbox|account) (?:here )?by that name", r"no mail ?box (?:available )?for",
+        r"address unknown", r"5\.1\.0 address rejected",
+        r"this user doesn'?t have a .+ account", r"there is no one at this address",
+        r"email account that you tried to reach does not exist", r"no valid recipients",
+        r"nonexist|non-existent|non existent", r"recipnotfound|recipientnotfound",
+        r"requested action not taken: mailbox unavailable", r"5\.1\.1 bad address",
+        r"address no longer accepts mail", r"no such address", r"name is not recognized",
+        r"user not local", r"not listed in", r"address is invalid", r"dosn'?t exist",
+        r"mailbox .{0,40}unavailable", r"<[^>]+> not found", r"is not a valid mailbox",
+        r"user .{1,60} (?:was not found|does not exist)", r"destination addresses were unknown",
+        r"no existe", r"unknown local part", r"not our customer", r"invalid mailbox",
+        r"no mailbox here", r"mailbox .{0,60}does not exist",
+        r"account (?:does not exist|not exist)",
+    ]),
+    ("filtered", [
+        r"user refuses? to receive", r"message filtered", r"due to user rules", r"user reject",
+        r"recipient is only accepting mail from", r"refused due to recipient preferences",
+        r"blocked by the recipient", r"is not accepting any mail", r"account is protected by",
+        r"recipient id refuse", r"restricted sms e-mail", r"filtered by",
+    ]),
+    ("requireptr", [
+        r"\bptr\b", r"reverse (?:dns|lookup|hostname)", r"rdns", r"no (?:dns )?reverse",
+        r"cannot find your hostname", r"client host .* (?:has no|without) (?:a )?(?:ptr|dns)",
+        r"unresolvable (?:relay )?host ?name", r"ip name lookup failed",
+        r"domain name lookup failed",
+        r"cannot resolve your (?:address|hostname)", r"client host rejected: cannot find",
+        r"hostname (?:does not|doesn'?t) resolve",
+    ]),
+    ("notcompliantrfc", [
+        r"rfc ?5322", r"rfc ?2822", r"rfc ?822 compliant", r"not rfc compliant",
+        r"duplicate header", r"multiple (?:addresses )?in from", r"header .*not compliant",
+    ]),
+    ("badreputation", [r"bad reputation", r"low reputation", r"poor reputation",
+                       r"reputation (?:of|is)", r"ip reputation"]),
+    ("rejected", [
+        r"sender (?:address )?(?:rejected|blocked|denied|not allowed|verify failed|domain)",
+        r"domain of sender", r"sender (?:is )?(?:spammer|blacklisted|invalid)", r"invalid sender",
+        r"(?:mail from|envelope sender) .*(?:rejected|denied|not allowed|does not exist)",
+        r"returned mail not accepted", r"null sender", r"empty (?:envelope )?sender",
+        r"administrative prohibition", r"unroutable sender", r"not a registered gateway user",
+        r"sender not pre-approved", r"server does not accept mail from",
+        r"your email address has been blacklisted", r"by non-member to a members-only list",
+        r"you are not allowed to post", r"access denied \(in reply to mail from",
+        r"sender verification", r"from address .* (?:rejected|denied|invalid)",
+        r"mail from .* rejected", r"rejected by the sender", r"reject mail from",
+    ]),
+    ("hostunknown", [
+        r"host (?:or domain name )?not found", r"host ?unknown", r"unknown host",
+        r"domain (?:name )?(?:not found|does not exist|unknown)", r"unknown domain",
+        r"no such domain", r"unrouteable mail domain", r"name or service not known",
+        r"nxdomain", r"name server: .*: host not found",
+        r"recipient domain .*(?:not exist|invalid)",
+        r"invalid (?:recipient )?domain", r"domain .* (?:is not|isn'?t) (?:valid|a valid)",
+        r"no (?:mx|mail exchanger)", r"(?:dns|mx) (?:lookup )?(?:failed|error) for",
+        r"illegal host/domain", r"host not known", r"unknown mail domain",
+        r"no route to host", r"mail for .* loops back to myself", r"unroutable domain",
+        r"unrout(?:e)?able address",
+    ]),
+    ("spamdetected", [
+        r"\bspam\b", r"\bube\b", r"\buce\b", r"junk mail", r"bulk (?:mail|e-?mail)",
+        r"unsolicited", r"content rejected",
+        r"message (?:content )?(?:was )?(?:considered|classified|identified|detected) as",
+        r"blacklisted url", r"rejected by (?:.*)?anti-?spam", r"\bsurbl\b",
+        r"message (?:looks|appears) (?:like|to be)", r"score", r"suspicious",
+        r"our system has detected that this message is", r"likely (?:un)?solicited",
+        r"rejected as spam", r"listed in (?:.*)?uribl", r"dangerous",
+    ]),
+    ("speeding", [r"rate limit", r"too many (?:e-?mails|messages) (?:sent|from)", r"sending rate",
+                  r"rate of (?:incoming|email)", r"throttl", r"slow down"]),
+    ("toomanyconn", [r"too many (?:connections|sessions|concurrent)", r"connection limit",
+                     r"too many (?:simultaneous|parallel)", r"temporarily deferred due to"]),
+    ("blocked", [
+        r"blacklist", r"black list", r"blocklist", r"block list", r"\bdnsbl\b", r"\brbl\b",
+        r"(?:\bip|ip address|host|connection|client|server) (?:has been |is |was )?"
+        r"(?:blocked|banned|blacklisted|denied|rejected|refused)",
+        r"client host rejected", r"(?:blocked|banned|listed) (?:by|at|in|on)",
+        r"access denied", r"not allowed to (?:connect|send)", r"your (?:ip|network|server|host)",
+        r"sorbs", r"spamcop", r"barracuda", r"\bblocked\b", r"connection refused",
+        r"rejected because .* (?:ip|host)", r"service unavailable", r"\bhelo\b", r"\behlo\b",
+        r"dynamic ip", r"dial-?up", r"residential", r"listed on", r"refused to talk",
+    ]),
+    ("policyviolation", [
+        r"policy (?:reasons|violation|rejection)", r"violat\w* (?:our|the) .*polic",
+        r"rejected (?:for|due to) policy", r"content policy", r"prohibited (?:by|content)",
+        r"not accepted for policy", r"email not accepted", r"\bpolicy\b",
+        r"attachment .*not allowed",
+        r"banned (?:file|attachment|content)", r"contains .* (?:restricted|prohibited)",
+    ]),
+    ("virusdetected", [r"virus", r"malware", r"infected", r"worm", r"trojan"]),
+    ("securityerror", [
+        r"authentication (?:required|failed)", r"\bstarttls\b", r"\btls\b.*required",
+        r"must (?:use|issue) (?:a )?starttls", r"encryption required", r"certificate",
+        r"security (?:policy|violation|reasons)", r"not authorized", r"unauthorized",
+        r"sender is not authenticated", r"you must authenticate",
+    ]),
+    ("systemerror", [
+        r"system (?:error|failure|config)", r"server (?:error|configuration)", r"local error",
+        r"internal (?:server )?error", r"configuration error", r"routing loop", r"mail loop",
+        r"too many hops", r"hop count exceeded", r"loop detected", r"(?:mail|message) loops",
+        r"temporary (?:failure|error|problem)", r"unable to contact", r"i/o error",
+        r"service (?:is )?(?:temporarily )?not available", r"not configured", r"conversion failed",
+        r"ldap", r"timed? ?out while", r"remote server (?:is )?misconfigured", r"loops back",
+    ]),
+    ("networkerror", [
+        r"network (?:error|is unreachable)", r"connection (?:timed out|reset|lost|closed|dropped)",
+        r"could not connect", r"couldn'?t connect", r"unable to connect", r"timeout",
+        r"dns (?:error|failure|lookup)", r"no route", r"lost connection", r"host is unreachable",
+        r"temporary lookup failure", r"unreachable",
+    ]),
+    ("expired", [
+        r"delivery (?:time )?expired", r"retry time(?:out)? (?:not reached|exceeded)",
+        r"(?:has been|was|were) (?:in the )?queued? (?:too long|for)",
+        r"too long in (?:the )?queue",
+        r"queue (?:too long|expired)", r"expired", r"giving up", r"gave up",
+        r"could not be delivered (?:for|within) ", r"message (?:timed out|timeout)",
+        r"been delayed", r"will be retried", r"delivery attempts? (?:will|have) ",
+        r"not (?:been )?delivered (?:for|within|after)", r"has not been collected",
+        r"maximum time", r"was not (?:able to be )?delivered (?:for|within)",
+        r"retry timeout exceeded", r"delay", r"could not deliver .* (?:hours|days)",
+        r"in the queue too long", r"unable to deliver .*(?:hours|days)",
+    ]),
+    ("contenterror", [
+        r"8-?bit data", r"invalid (?:mime|header|character)", r"malformed", r"improper use",
+        r"content (?:error|type)", r"too many (?:received|\"received\") headers",
+        r"message header", r"mime", r"encoding", r"illegal attachment", r"header size exceeds",
+    ]),
+    ("systemfull", [r"disk full", r"(?:out of|insufficient) (?:disk|system) (?:space|storage)",
+                    r"file system full", r"system (?:is )?full", r"mail system full"]),
+    ("notaccept", [
+        r"does not accept (?:any )?mail", r"doesn'?t accept mail",
+        r"not accept(?:ing)? (?:any )?mail",
+        r"null mx", r"no mail(?:boxes)? (?:hosts?|service)", r"mail(?:box)? (?:is )?not accepted",
+        r"invalid domain for", r"this domain does not receive",
+    ]),
+    ("mailererror", [
+        r"x-unix", r"command (?:died|failed|output)", r"mailer error", r"exit (?:code|status)",
+        r"procmail", r"pipe to", r"\|/", r"program terminated", r"unknown mailer error",
+        r"bad interpreter", r"command not found",
+    ]),
+    ("syntaxerror", [r"syntax error", r"unrecognized command", r"command unrecognized",
+                     r"bad sequence of commands", r"need rcpt", r"need mail"]),
+]
+
+RULES: list[tuple[str, re.Pattern[str]]] = [
+    (reason, re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE))
+    for reason, patterns in _RULES_SRC
+]
+RULE_BY_REASON: dict[str, re.Pattern[str]] = dict(RULES)
+
+#: Enhanced status codes specific enough to name a reason on their own (RFC 3463 subjects).
+STATUS_REASON: dict[str, str] = {
+    "X.1.0": "userunknown", "X.1.1": "userunknown", "X.1.2": "hostunknown",
+    "X.1.3": "userunknown", "X.1.4": "userunknown", "X.1.5": "userunknown",
+    "X.1.6": "hasmoved", "X.1.7": "rejected", "X.1.8": "rejected", "X.1.9": "systemerror",
+    "X.1.10": "userunknown",
+    "X.2.0": "filtered", "X.2.1": "filtered", "X.2.2": "mailboxfull", "X.2.3": "exceedlimit",
+    "X.2.4": "systemerror",
+    "X.3.0": "systemerror", "X.3.1": "systemfull", "X.3.2": "notaccept", "X.3.3": "systemerror",
+    "X.3.4": "mesgtoobig", "X.3.5": "systemerror",
+    "X.4.0": "networkerror", "X.4.1": "expired", "X.4.2": "networkerror", "X.4.3": "systemerror",
+    "X.4.4": "hostunknown", "X.4.5": "networkerror", "X.4.6": "networkerror",
+    "X.4.7": "expired",
+    "X.5.0": "syntaxerror", "X.5.1": "syntaxerror", "X.5.2": "syntaxerror",
+    "X.5.3": "syntaxerror", "X.5.4": "syntaxerror", "X.5.5": "syntaxerror",
+    "X.6.0": "contenterror", "X.6.1": "contenterror", "X.6.2": "contenterror",
+    "X.6.3": "contenterror", "X.6.4": "contenterror", "X.6.5": "contenterror",
+    "X.7.0": "securityerror", "X.7.1": "securityerror", "X.7.2": "securityerror",
+    "X.7.3": "securityerror", "X.7.4": "securityerror", "X.7.5": "securityerror",
+    "X.7.6": "securityerror", "X.7.7": "securityerror", "X.7.8": "securityerror",
+    "X.7.9": "securityerror", "X.7.10": "securityerror", "X.7.11": "securityerror",
+    "X.7.13": "suspend", "X.7.14": "securityerror", "X.7.15": "securityerror",
+    "X.7.16": "securityerror", "X.7.17": "suspend", "X.7.18": "suspend",
+    "X.7.20": "authfailure", "X.7.21": "authfailure", "X.7.22": "authfailure",
+    "X.7.23": "authfailure", "X.7.24": "authfailure", "X.7.25": "requireptr",
+    "X.7.26": "authfailure", "X.7.27": "notaccept", "X.7.28": "speeding",
+    "X.7.29": "authfailure", "X.7.30": "securityerror",
+}
+
+HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
+
+#: First pass: reasons confirmed by status code or by their own phrases, most specific first.
+_FIRST_PASS = ("mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved", "norelaying",
+               "authfailure", "userunknown", "filtered", "requireptr", "notcompliantrfc",
+               "badreputation", "rejected", "hostunknown", "spamdetected", "speeding",
+               "toomanyconn", "blocked")
+#: Second pass, when the first found nothing: broader phrases, still in priority order.
+_SECOND_PASS = ("mailboxfull", "authfailure", "badreputation", "speeding", "spamdetected",
+                "policyviolation", "virusdetected", "norelaying", "securityerror", "systemerror",
+                "networkerror", "suspend", "expired", "contenterror", "systemfull", "notaccept",
+                "mailererror")
+#: Status-derived reasons too vague to stand when the text says something sharper.
+_VAGUE = frozenset({"", "userunknown", "undefined", "onhold", "systemerror", "securityerror",
+                    "networkerror"})
+#: Phrases that, next to an "unknown user" status, show the refusal was about something else.
+_NOT_REALLY_UNKNOWN = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected")
+#: Status-derived reasons specific enough that another reason's wording does not override them.
+_STRONG = frozenset(_FIRST_PASS) - {"userunknown", "filtered"}
+_BEFORE_DATA = frozenset({"CONN", "HELO", "EHLO", "MAIL", "RCPT", "STARTTLS", "AUTH"})
+
+_COMMAND = re.compile(
+    r"(?:in reply to|after|>>>|most progress was)\s*(?:the\s+)?"
+    r"(rcpt|mail|end of data|data|ehlo|helo|starttls|auth)\b", re.IGNORECASE)
+
+
+def status_reason(status: str) -> str:
+    """Name the reason an enhanced status code implies, or ``""`` when it implies none."""
+    if len(status) < 5 or status[0] not in "245":
+        return ""
+    if status[0] == "2":
+        return "delivered"
+    key = "X" + status[1:]
+    if key in STATUS_REASON:
+        return STATUS_REASON[key]
+    # Vendor sub-codes under "addressing" (Microsoft's 5.1.351 etc.) still mean a bad mailbox.
+    return "userunknown" if key.startswith("X.1.") and len(key) > 5 else ""
+
+
+def text_reason(text: str) -> str:
+    """The first reason whose phrases occur in ``text`` (rules in priority order), or ``""``."""
+    if not text:
+        return ""
+    for reason, rule in RULES:
+        if rule.search(text):
+            return reason
+    return ""
+
+
+_RCPT_HINT = re.compile(r"rcpt[ _]to|does not like recipient|recipient address rejected",
+                        re.IGNORECASE)
+_DATA_HINT = re.compile(r"end of data|message (?:body|content)", re.IGNORECASE)
+
+
+def smtp_command(text: str) -> str:
+    """The SMTP command a refusal answered (``RCPT``, ``DATA``, ...), or ``""`` if unsaid."""
+    match = _COMMAND.search(text)
+    if match:
+        word = match.group(1).upper()
+        return "DATA" if word == "END OF DATA" else word
+    if _RCPT_HINT.search(text):
+        return "RCPT"
+    if _DATA_HINT.search(text):
+        return "DATA"
+    return ""
+
+
+def _matches(reason: str, text: str) -> bool:
+    return RULE_BY_REASON[reason].search(text) is not None
+
+
+def _confirmed(reason: str, by_status: str, text: str, command: str) -> bool:
+    """Whether status and text together support ``reason`` (the first, strict pass)."""
+    if reason == "userunknown":
+        if by_status == "userunknown":
+            return not any(_matches(r, text) for r in _NOT_REALLY_UNKNOWN)
+        if by_status == "filtered":
+            return command == "RCPT" and _matches("userunknown", text)
+        return command == "RCPT" and _matches("userunknown", text)
+    if reason == "filtered":
+        if by_status not in ("filtered", "", "userunknown") and by_status in _FIRST_PASS:
+            return False
+        if by_status == "filtered":
+            return _matches("userunknown", text) or _matches("filtered", text)
+        if command in _BEFORE_DATA or by_status == "suspend":
+            return False
+        return _matches("filtered", text) or _matches("userunknown", text)
+    if reason == "rejected":
+        if by_status == "rejected":
+            return True
+        if command == "MAIL" or (command == "DATA" and by_status != "userunknown"):
+            return _matches("rejected", text)
+        return by_status in ("", "onhold", "undefined", "securityerror", "systemerror") and (
+            _matches("rejected", text))
+    if by_status != reason and by_status in _STRONG and reason != "mailboxfull":
+        return False  # a specific status code outranks another reason's wording
+    return by_status == reason or _matches(reason, text)
+
+
+def decide(status: str, diagnostic: str, action: str, command: str = "",
+           diagnostic_type: str = "") -> str:
+    """Combine status code, diagnostic text, SMTP command and Action into one reason.
+
+    First pass: a reason whose status code or phrases confirm it, most specific first
+    ("unknown user" only counts as such when refused at RCPT or coded ``X.1.1``; refused after
+    DATA it is a content filter). Second pass: a specific status code stands; a vague one defers
+    to broader phrases, then to the status class, the mailer type and the Action (a delay that
+    says nothing else is ``expired``). Last resort: ``onhold`` when there was unreadable text,
+    ``undefined`` when there was none.
+    """
+    if status.startswith("2."):
+        return "delivered"
+    by_status = status_reason(status)
+    command = command or smtp_command(diagnostic)
+    for reason in _FIRST_PASS:
+        if _confirmed(reason, by_status, diagnostic, command):
+            return reason
+    if by_status not in _VAGUE:
+        return by_status
+    for reason in _SECOND_PASS:
+        if _matches(reason, diagnostic):
+            return reason
+    if by_status:
+        return by_status
+    if status[1:3] == ".6":
+        return "contenterror"
+    if status[1:3] == ".7":
+        return "securityerror"
+    if diagnostic_type in ("X-UNIX", "X-POSTFIX"):
+        return "mailererror"
+    if _matches("syntaxerror", diagnostic):
+        return "syntaxerror"
+    if action in ("delayed", "expired"):
+        return "expired"
+    if command in ("HELO", "EHLO"):
+        return "blocked"
+    return "onhold" if diagnostic.strip() else "undefined"
+
+
+def bounce_type(reason: str, status: str, reply_code: int | None, action: str) -> str | None:
+    """Hard or soft, per the platform's rule: a permanently unknown or moved address is hard,
+    as is ``notaccept`` when the refusal was permanent (5xx); everything else is soft."""
+    if reason in ("delivered", "feedback", "vacation"):
+        return None
+    if action == "delayed":
+        return "soft"
+    if reason in HARD_REASONS:
+        return "hard"
+    if reason == "notaccept":
+        permanent = status.startswith("5") or (reply_code is not None and reply_code >= 500)
+        return "hard" if permanent else "soft"
+    return "soft"
