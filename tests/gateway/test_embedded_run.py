@@ -5,8 +5,8 @@ restart. Runs the real console script in a subprocess, as a new user would."""
 from __future__ import annotations
 
 import asyncio
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess

@@ -107,7 +107,8 @@ async def test_opaque_text_ids(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(
-            "INSERT INTO email_templates (id, tenant_id, subject) VALUES ('tpl_123', 'tenant_abc', 's')"
+            "INSERT INTO email_templates (id, tenant_id, subject) "
+            "VALUES ('tpl_123', 'tenant_abc', 's')"
         )
         await conn.execute(
             "INSERT INTO campaigns (id, tenant_id, template_id, email_account_id) "
