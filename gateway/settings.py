@@ -301,5 +301,25 @@ __all__ = [
     "reference_markdown",
 ]
 
+README_MARKERS = ("<!-- settings-reference:start -->\n", "<!-- settings-reference:end -->")
+
+
+def update_readme(path: Path) -> bool:
+    """Rewrite the reference between the README's markers; True when it changed."""
+    text = path.read_text()
+    start, end = README_MARKERS
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    new = f"{head}{start}{reference_markdown()}\n{end}{tail}"
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
 if __name__ == "__main__":  # pragma: no cover - documentation helper
-    print(reference_markdown())
+    import sys
+
+    if sys.argv[1:2] == ["--readme"]:
+        update_readme(Path(sys.argv[2]))
+    else:
+        print(reference_markdown())

@@ -118,3 +118,10 @@ def test_reference_lists_every_setting() -> None:
     for name in ("database_url", "redis_url", "data_dir", "http_listen", "bounce_domains"):
         assert f"`{name}`" in table
         assert f"MAILGATE_{name.upper()}" in table
+
+
+def test_readme_reference_is_current() -> None:
+    """README's configuration reference equals the one generated from the model
+    (regenerate with `python -m gateway.settings --readme README.md`)."""
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    assert reference_markdown() in readme.read_text()
