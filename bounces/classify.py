@@ -127,7 +127,8 @@ def _from_text(report: ParsedReport, text: str, original: tuple[tuple[str, str],
         reply = find_reply_code(item.diagnostic)
         action = "delayed" if item.delayed else "failed"
         command = smtp_command(item.diagnostic) or smtp_command(text)
-        reason = decide(status, item.diagnostic, action, command)
+        reason = formats.format_hint(item.recipient) or decide(
+            status, item.diagnostic, action, command)
         out.append(BounceResult(
             kind="dsn", recipient=item.recipient, bounce_type=_btype(reason, status, reply, action),
             reason=reason, status=status, reply_code=reply,

@@ -81,6 +81,8 @@ _RCPT_LINE = [
     re.compile(rf"(?i)rcpt to:?[ \t]*<?({_ADDR})"),          # transcripts
     re.compile(rf"(?i)(?:recipients?|addressed to|to|for|address|user|mailbox|destinataire|"
                rf"empf[aä]nger|destinatario)\b[^@\n]{{0,40}}?[ \t:<'\"(]+({_ADDR})"),
+    re.compile(rf"^[ \t]*[\w .()-]{{1,40}}:[ \t]*<?({_ADDR})>?[ \t]*$"),  # "Delivery failed: a@b"
+    re.compile(rf"<?({_ADDR})>?"),                           # last resort: any address
 ]
 _IGNORE_LOCAL = re.compile(
     r"^(?:postmaster|mailer-daemon|mailerdaemon|abuse|root|daemon|noreply|no-reply|"
@@ -152,7 +154,7 @@ def _candidates(lines: list[str], exclude: set[str]) -> list[tuple[int, str, int
 
 def _diagnostic(lines: list[str], start: int, stop: int) -> str:
     """Join the lines that explain one recipient, address line included."""
-    chunk = [ln.strip() for ln in lines[start: min(stop, start + 12)]]
+    chunk = [ln.strip() for ln in lines[start: min(stop, start + 16)]]
     return " ".join(" ".join(chunk).split())
 
 
@@ -170,15 +172,26 @@ def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipie
     out: dict[str, TextRecipient] = {}
     whole = " ".join(text.split())
     for pos, (index, addr) in enumerate(chosen):
-        stop = chosen[pos + 1][0] if pos + 1 < len(chosen) else len(lines)
-        if stop <= index:
-            stop = index + 1
-        diag = _diagnostic(lines, index, stop)
-        if len(ADDR_RE.sub("", diag).strip(" <>:.()")) < 8:
-            diag = whole[:1000]
+        if addr in out:
+            continue
+        # The block runs to the next line naming a different recipient (the same address is
+        # often repeated inside its own explanation).
+        stop = next((i for i, a in chosen[pos + 1:] if a != addr), len(lines))
+        diag = _diagnostic(lines, index, max(stop, index + 1))
+        if len(ADDR_RE.sub("", diag).strip(" <>:.()*")) < 8:
+            diag = whole[:1000]  # the recipient's own lines say nothing: read the whole report
         if addr not in out:
             out[addr] = TextRecipient(addr, diag, delayed)
     for addr in failed_hdr:
         if addr not in out:
             out[addr] = TextRecipient(addr, whole[:1000], delayed)
     return list(out.values())
+
+
+def format_hint(recipient: str) -> str:
+    """A reason some providers' formats imply regardless of wording (the text is localised).
+
+    Google Groups answers a post it refuses (unknown group, or a sender without permission to
+    post) in the sender's language; the refusal is about the sender, i.e. ``rejected``.
+    """
+    return "rejected" if recipient.endswith("@googlegroups.com") else ""

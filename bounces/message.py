@@ -154,6 +154,11 @@ def parse_report(raw: bytes) -> ParsedReport:
             if ctype == "text/html":
                 text = _strip_html(text)
             report.text_parts.append(text)
+    if not report.text_parts and not report.report_parts:
+        # A multipart declared without usable boundaries parses as one opaque body: read it.
+        body = msg.get_payload()
+        if isinstance(body, str):
+            report.text_parts.append(body)
     return report
 
 

@@ -28,6 +28,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"account is (?:temporarily )?over quota", r"exceeding receiving limits",
     ]),
     ("mesgtoobig", [
+        r"exceeded the maximum (?:incoming|inbound) message size", r"line limit exceeded",
         r"message (?:size )?(?:is )?too (?:big|large)", r"message (?:file )?too (?:big|large)",
         r"message size exceeds", r"exceeded maximum (?:inbound )?message size",
         r"size limit", r"message length exceeds",
@@ -42,6 +43,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"exceeds? (?:the )?(?:recipient|size) limit",
     ]),
     ("suspend", [
+        r"mailbox is frozen", r"is frozen",
         r"account (?:has been |is |was )?(?:disabled|suspended|deactivated|inactive|frozen|locked)",
         r"mailbox (?:has been |is )?(?:disabled|suspended|deactivated|inactive)",
         r"(?:is|has been) (?:temporarily )?(?:suspended|deactivated|disabled)",
@@ -70,6 +72,9 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"email (?:is )?not authenticated",
     ]),
     ("userunknown", [
+        r"invalid final delivery userid", r"user not exist", r"address couldn'?t be found",
+        r"check if (?:the )?address is correct", r"recipient address rejected\.",
+        r"ディレクトリのリストにありません", r"addressee unknown",
         r"user (?:is )?unknown",
         r"unknown (?:user|recipient|mailbox|local[- ]?part|e-?mail address|address)",
         r"no such (?:user|mailbox|recipient|address|person|account)", r"user not found",
@@ -117,6 +122,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
     ("badreputation", [r"bad reputation", r"low reputation", r"poor reputation",
                        r"reputation (?:of|is)", r"ip reputation"]),
     ("rejected", [
+        r"sending this from a different address or alias", r"permission to post",
         r"sender (?:address )?(?:rejected|blocked|denied|not allowed|verify failed|domain)",
         r"domain of sender", r"sender (?:is )?(?:spammer|blacklisted|invalid)", r"invalid sender",
         r"(?:mail from|envelope sender) .*(?:rejected|denied|not allowed|does not exist)",
@@ -151,16 +157,19 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
     ]),
     ("speeding", [r"rate limit", r"too many (?:e-?mails|messages) (?:sent|from)", r"sending rate",
                   r"rate of (?:incoming|email)", r"throttl", r"slow down"]),
-    ("toomanyconn", [r"too many (?:connections|sessions|concurrent)", r"connection limit",
+    ("toomanyconn", [
+        r"too many recipients",
+        r"too many (?:connections|sessions|concurrent)", r"connection limit",
                      r"too many (?:simultaneous|parallel)", r"temporarily deferred due to"]),
     ("blocked", [
+        r"messages from \d+\.\d+\.\d+\.\d+ weren'?t sent", r"invalid ip for sending",
         r"blacklist", r"black list", r"blocklist", r"block list", r"\bdnsbl\b", r"\brbl\b",
         r"(?:\bip|ip address|host|connection|client|server) (?:has been |is |was )?"
         r"(?:blocked|banned|blacklisted|denied|rejected|refused)",
         r"client host rejected", r"(?:blocked|banned|listed) (?:by|at|in|on)",
         r"access denied", r"not allowed to (?:connect|send)", r"your (?:ip|network|server|host)",
         r"sorbs", r"spamcop", r"barracuda", r"\bblocked\b", r"connection refused",
-        r"rejected because .* (?:ip|host)", r"service unavailable", r"\bhelo\b", r"\behlo\b",
+        r"rejected because .* (?:ip|host)", r"\bhelo\b", r"\behlo\b",
         r"dynamic ip", r"dial-?up", r"residential", r"listed on", r"refused to talk",
     ]),
     ("policyviolation", [
@@ -172,12 +181,14 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
     ]),
     ("virusdetected", [r"virus", r"malware", r"infected", r"worm", r"trojan"]),
     ("securityerror", [
+        r"unauthenticated senders? not allowed", r"smtp authentication",
         r"authentication (?:required|failed)", r"\bstarttls\b", r"\btls\b.*required",
         r"must (?:use|issue) (?:a )?starttls", r"encryption required", r"certificate",
         r"security (?:policy|violation|reasons)", r"not authorized", r"unauthorized",
         r"sender is not authenticated", r"you must authenticate",
     ]),
     ("systemerror", [
+        r"could not load", r"service currently unavailable",
         r"system (?:error|failure|config)", r"server (?:error|configuration)", r"local error",
         r"internal (?:server )?error", r"configuration error", r"routing loop", r"mail loop",
         r"too many hops", r"hop count exceeded", r"loop detected", r"(?:mail|message) loops",
@@ -192,6 +203,8 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"temporary lookup failure", r"unreachable",
     ]),
     ("expired", [
+        r"delivery failed \d+ attempts", r"failing for a long time", r"could not find a gateway",
+        r"did not accept our requests to connect", r"host not reachable",
         r"delivery (?:time )?expired", r"retry time(?:out)? (?:not reached|exceeded)",
         r"(?:has been|was|were) (?:in the )?queued? (?:too long|for)",
         r"too long in (?:the )?queue",
@@ -211,6 +224,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
     ("systemfull", [r"disk full", r"(?:out of|insufficient) (?:disk|system) (?:space|storage)",
                     r"file system full", r"system (?:is )?full", r"mail system full"]),
     ("notaccept", [
+        r"no smtp service",
         r"does not accept (?:any )?mail", r"doesn'?t accept mail",
         r"not accept(?:ing)? (?:any )?mail",
         r"null mx", r"no mail(?:boxes)? (?:hosts?|service)", r"mail(?:box)? (?:is )?not accepted",
@@ -221,7 +235,9 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"procmail", r"pipe to", r"\|/", r"program terminated", r"unknown mailer error",
         r"bad interpreter", r"command not found",
     ]),
-    ("syntaxerror", [r"syntax error", r"unrecognized command", r"command unrecognized",
+    ("syntaxerror", [
+        r"not implemented", r"\b50[1-4] (?:syntax|bad|command|invalid|unrecognized)",
+        r"syntax error", r"unrecognized command", r"command unrecognized",
                      r"bad sequence of commands", r"need rcpt", r"need mail"]),
 ]
 
