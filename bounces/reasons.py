@@ -354,7 +354,7 @@ def _confirmed(reason: str, by_status: str, text: str, command: str) -> bool:
             return not any(_matches(r, text) for r in _NOT_REALLY_UNKNOWN)
         if by_status == "filtered":
             return command == "RCPT" and _matches("userunknown", text)
-        return command == "RCPT" and _matches("userunknown", text)
+        return command in ("RCPT", "") and _matches("userunknown", text)
     if reason == "filtered":
         if by_status not in ("filtered", "", "userunknown") and by_status in _FIRST_PASS:
             return False
