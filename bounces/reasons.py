@@ -141,7 +141,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"nxdomain", r"name server: .*: host not found",
         r"recipient domain .*(?:not exist|invalid)",
         r"invalid (?:recipient )?domain", r"domain .* (?:is not|isn'?t) (?:valid|a valid)",
-        r"no (?:mx|mail exchanger)", r"(?:dns|mx) (?:lookup )?(?:failed|error) for",
+        r"(?:dns|mx) (?:lookup )?(?:failed|error) for",
         r"illegal host/domain", r"host not known", r"unknown mail domain",
         r"no route to host", r"mail for .* loops back to myself", r"unroutable domain",
         r"unrout(?:e)?able address",
@@ -203,6 +203,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"temporary lookup failure", r"unreachable",
     ]),
     ("expired", [
+        r"connection timed out", r"retry timeout exceeded",
         r"delivery failed \d+ attempts", r"failing for a long time", r"could not find a gateway",
         r"did not accept our requests to connect", r"host not reachable",
         r"delivery (?:time )?expired", r"retry time(?:out)? (?:not reached|exceeded)",
@@ -224,6 +225,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
     ("systemfull", [r"disk full", r"(?:out of|insufficient) (?:disk|system) (?:space|storage)",
                     r"file system full", r"system (?:is )?full", r"mail system full"]),
     ("notaccept", [
+        r"no (?:mx|mail exchanger)", r"couldn'?t find a mail exchanger",
         r"no smtp service",
         r"does not accept (?:any )?mail", r"doesn'?t accept mail",
         r"not accept(?:ing)? (?:any )?mail",
@@ -258,7 +260,7 @@ STATUS_REASON: dict[str, str] = {
     "X.3.0": "systemerror", "X.3.1": "systemfull", "X.3.2": "notaccept", "X.3.3": "systemerror",
     "X.3.4": "mesgtoobig", "X.3.5": "systemerror",
     "X.4.0": "networkerror", "X.4.1": "expired", "X.4.2": "networkerror", "X.4.3": "systemerror",
-    "X.4.4": "hostunknown", "X.4.5": "networkerror", "X.4.6": "networkerror",
+    "X.4.4": "notaccept", "X.4.5": "networkerror", "X.4.6": "networkerror",
     "X.4.7": "expired",
     "X.5.0": "syntaxerror", "X.5.1": "syntaxerror", "X.5.2": "syntaxerror",
     "X.5.3": "syntaxerror", "X.5.4": "syntaxerror", "X.5.5": "syntaxerror",
@@ -285,8 +287,8 @@ _FIRST_PASS = ("mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved"
                "toomanyconn", "blocked")
 #: Second pass, when the first found nothing: broader phrases, still in priority order.
 _SECOND_PASS = ("mailboxfull", "authfailure", "badreputation", "speeding", "spamdetected",
-                "policyviolation", "virusdetected", "norelaying", "securityerror", "systemerror",
-                "networkerror", "suspend", "expired", "contenterror", "systemfull", "notaccept",
+                "policyviolation", "virusdetected", "norelaying", "securityerror", "expired",
+                "systemerror", "networkerror", "suspend", "contenterror", "systemfull", "notaccept",
                 "mailererror")
 #: Status-derived reasons too vague to stand when the text says something sharper.
 _VAGUE = frozenset({"", "userunknown", "undefined", "onhold", "systemerror", "securityerror",
