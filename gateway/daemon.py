@@ -108,7 +108,11 @@ class Daemon:
     async def _serve(self, app: App) -> None:
         listen = self.settings.http_listen
         self.http = HttpEndpoint(
-            listen.host, listen.port, render_metrics=self.metrics.render, readiness=self.readiness
+            listen.host,
+            listen.port,
+            render_metrics=self.metrics.render,
+            refresh_metrics=self.metrics.refresh,
+            readiness=self.readiness,
         )
         await self.http.start()
         log.info(

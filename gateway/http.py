@@ -27,11 +27,13 @@ class HttpEndpoint:
         port: int,
         *,
         render_metrics: Callable[[], bytes],
+        refresh_metrics: Callable[[], Awaitable[None]] | None = None,
         readiness: ReadinessCheck,
     ):
         self._host = host
         self._port = port
         self._render_metrics = render_metrics
+        self._refresh_metrics = refresh_metrics
         self._readiness = readiness
         self._runner: web.AppRunner | None = None
         self._started = time.monotonic()
@@ -71,5 +73,7 @@ class HttpEndpoint:
         return web.json_response(checks, status=200 if checks.get("ready") else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        if self._refresh_metrics is not None:
+            await self._refresh_metrics()
         body = self._render_metrics()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

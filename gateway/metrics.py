@@ -7,7 +7,15 @@ like. Components add their own metrics to ``Metrics.registry`` when they start.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+Refresher = Callable[[], Awaitable[object]]
 
 JOB_BUCKETS_S = (
     0.001,
@@ -75,6 +83,29 @@ class Metrics:
             ["version"],
             registry=r,
         )
+
+        # Gauges read from elsewhere (queue depths in Redis) are refreshed when scraped, so
+        # an unscraped daemon spends nothing on them.
+        self._refreshers: list[Refresher] = []
+
+    def add_refresher(self, refresher: Refresher) -> None:
+        """Run ``refresher`` before each scrape (at most 2 s; failures are logged)."""
+        self._refreshers.append(refresher)
+
+    def remove_refresher(self, refresher: Refresher) -> None:
+        if refresher in self._refreshers:
+            self._refreshers.remove(refresher)
+
+    async def refresh(self) -> None:
+        if not self._refreshers:
+            return
+        results = await asyncio.gather(
+            *(asyncio.wait_for(r(), timeout=2.0) for r in self._refreshers),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("metrics refresh failed: %s", result)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric in the registry."""

@@ -176,6 +176,39 @@ class Settings(BaseSettings):
         description="`json` (one object per line), `text` (readable), or `auto`: text on a "
         "terminal, JSON otherwise.",
     )
+    worker_concurrency: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="Jobs one process runs at once, all queues together (1-10000); each "
+        "handler also has its own limit (email sending 50, imports 2, others 10).",
+    )
+    stalled_timeout_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="A worker whose heartbeat is older than this is dead: its jobs go back "
+        "to the head of their queues (1-3600).",
+    )
+    job_ttl_s: int = Field(
+        default=86400,
+        ge=60,
+        le=90 * 86400,
+        description="How long the Redis hash job:{id} is kept after the job ended (60 s-90 d).",
+    )
+    job_retry_max_delay_s: float = Field(
+        default=300.0,
+        ge=1,
+        le=86400,
+        description="Cap of the exponential retry backoff min(2^n s, cap) (1-86400).",
+    )
+    worker_idle_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="An idle worker is woken by Redis keyspace notifications; it also "
+        "checks the queues this often in case one was missed (0-60].",
+    )
     embedded_start_timeout_s: float = Field(
         default=60.0, gt=0, le=600, description="Seconds to wait for an embedded server to start."
     )

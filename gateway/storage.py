@@ -135,3 +135,19 @@ async def create_pool(
 def jsonable(value: Any) -> Any:
     """Round-trip through JSON so only JSON types go into a JSONB parameter."""
     return json.loads(json.dumps(value, default=str))
+
+
+# SQLSTATE classes that mean "try again later": connection exception, insufficient
+# resources, operator intervention (shutdown, crash recovery), transaction rollback.
+_TRANSIENT_CLASSES = ("08", "53", "57", "40")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a database error is about availability, not about the statement or data:
+    retrying the same statement later may succeed."""
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        return state[:2] in _TRANSIENT_CLASSES
+    return False

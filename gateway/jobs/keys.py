@@ -1,0 +1,198 @@
+"""The one place for the job runtime's Redis key schema and Lua contracts.
+
+Queues (the producers' contract, design §2; highest priority first)::
+
+    queue:email:processing:high   queue:email:processing   queue:email:processing:low
+    queue:email-sending:high      queue:email-sending      queue:email-sending:low
+    queue:warmup:process          queue:bounce:process     queue:analytics:daily-aggregate
+    queue:webhook:process         queue:campaign:process   queue:import:contacts
+    queue:export:data             queue:maintenance:cleanup
+
+Producers ``LPUSH``; the oldest job is at the right end, so workers take from the RIGHT.
+
+mailgate's own keys::
+
+    queue:dead                          list   dead letters (the contract's name)
+    queue:delayed                       zset   retries and deferrals: member "<queue>\\n<job>",
+                                               score = due time (ms since the epoch)
+    job:{id}                            hash   tracking (status, worker_id, times, result, ...)
+    mailgate:workers                    set    ids of workers that registered
+    mailgate:worker:{id}                hash   heartbeat + health fields, TTL = liveness
+    mailgate:processing:{id}:{queue}    list   jobs a worker holds, per source queue
+
+The scripts below touch keys they compute from arguments (processing lists, a delayed job's
+queue), so the runtime needs a single Redis (or Sentinel), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+QUEUE_PRIORITY: Final[tuple[str, ...]] = (
+    "queue:email:processing:high",
+    "queue:email:processing",
+    "queue:email:processing:low",
+    "queue:email-sending:high",
+    "queue:email-sending",
+    "queue:email-sending:low",
+    "queue:warmup:process",
+    "queue:bounce:process",
+    "queue:analytics:daily-aggregate",
+    "queue:webhook:process",
+    "queue:campaign:process",
+    "queue:import:contacts",
+    "queue:export:data",
+    "queue:maintenance:cleanup",
+)
+
+# Routing (seed 001 executeJobLogic): the family a queue belongs to picks its handler.
+QUEUE_FAMILY: Final[dict[str, str]] = {
+    "queue:email:processing:high": "email:processing",
+    "queue:email:processing": "email:processing",
+    "queue:email:processing:low": "email:processing",
+    "queue:email-sending:high": "email-sending",
+    "queue:email-sending": "email-sending",
+    "queue:email-sending:low": "email-sending",
+    "queue:warmup:process": "warmup",
+    "queue:bounce:process": "bounce",
+    "queue:analytics:daily-aggregate": "analytics",
+    "queue:webhook:process": "webhook",
+    "queue:campaign:process": "campaign",
+    "queue:import:contacts": "import",
+    "queue:export:data": "export",
+    "queue:maintenance:cleanup": "maintenance",
+}
+
+DEAD: Final = "queue:dead"
+DELAYED: Final = "queue:delayed"
+WORKERS: Final = "mailgate:workers"
+
+
+def job_key(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def worker_key(worker_id: str) -> str:
+    return f"mailgate:worker:{worker_id}"
+
+
+def processing_prefix(worker_id: str) -> str:
+    return f"mailgate:processing:{worker_id}:"
+
+
+def processing_key(worker_id: str, queue: str) -> str:
+    return f"{processing_prefix(worker_id)}{queue}"
+
+
+def delayed_member(queue: str, raw: bytes) -> bytes:
+    return queue.encode() + b"\n" + raw
+
+
+def split_delayed_member(member: bytes) -> tuple[str, bytes]:
+    queue, _, raw = member.partition(b"\n")
+    return queue.decode(), raw
+
+
+# -- Lua scripts ------------------------------------------------------------------------------
+
+# TAKE: move up to N jobs, strictly in the order of KEYS (priority), oldest first, from each
+# queue into this worker's processing list for that queue. Per-family free slots bound it.
+#   KEYS: the candidate queues, highest priority first
+#   ARGV[1]: processing-list prefix ("mailgate:processing:<worker>:")
+#   ARGV[2]: total jobs wanted (global free slots)
+#   ARGV[2+i]: "<family>=<free slots>" for KEYS[i]
+# Returns a flat array: queue, raw, queue, raw, ...
+TAKE = """
+local prefix = ARGV[1]
+local want = tonumber(ARGV[2])
+local free = {}
+local out = {}
+for i, queue in ipairs(KEYS) do
+  if want <= 0 then break end
+  local fam, slots = string.match(ARGV[2 + i], "^(.*)=(%d+)$")
+  if free[fam] == nil then free[fam] = tonumber(slots) end
+  while want > 0 and free[fam] > 0 do
+    local raw = redis.call('LMOVE', queue, prefix .. queue, 'RIGHT', 'LEFT')
+    if not raw then break end
+    out[#out + 1] = queue
+    out[#out + 1] = raw
+    want = want - 1
+    free[fam] = free[fam] - 1
+  end
+end
+return out
+"""
+
+# FINISH: end a job's hold: remove it from the processing list, then one of
+#   "complete": nothing more;  "retry": ZADD to the delayed set;  "dead": LPUSH dead letter;
+#   "release":  RPUSH back to the head of its queue (taken next; no attempt counted).
+# and write the tracking hash fields, with a TTL when the job has ended.
+#   KEYS[1]: processing list   KEYS[2]: job hash (or "" for a malformed job)
+#   KEYS[3]: target (queue:delayed / queue:dead / the source queue; "" for complete)
+#   ARGV[1]: raw job   ARGV[2]: action   ARGV[3]: payload for the target (member / dead
+#   letter / raw)   ARGV[4]: score (retry only)   ARGV[5]: hash TTL seconds (0 = none)
+#   ARGV[6..]: field, value pairs for the hash
+# Returns 1 if the job was still held (0: someone else already finished or reaped it, and
+# nothing was changed: no duplicate retry or dead letter).
+FINISH = """
+local removed = redis.call('LREM', KEYS[1], -1, ARGV[1])
+if removed == 0 then return 0 end
+local action = ARGV[2]
+if action == 'retry' then
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[3])
+elseif action == 'dead' then
+  redis.call('LPUSH', KEYS[3], ARGV[3])
+elseif action == 'release' then
+  redis.call('RPUSH', KEYS[3], ARGV[3])
+end
+if KEYS[2] ~= '' and #ARGV > 6 then
+  local fields = {}
+  for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[2], unpack(fields))
+  local ttl = tonumber(ARGV[5])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) else redis.call('PERSIST', KEYS[2]) end
+end
+return 1
+"""
+
+# PROMOTE: move due members of the delayed set to the head of their queue.
+#   KEYS[1]: queue:delayed   ARGV[1]: now (ms)   ARGV[2]: limit
+# Returns the number moved.
+PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local nl = string.find(member, "\\n", 1, true)
+  if nl then
+    redis.call('RPUSH', string.sub(member, 1, nl - 1), string.sub(member, nl + 1))
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+"""
+
+# REAP: if a worker's heartbeat is gone, return every job it holds to the head of its queue
+# (oldest ends up taken first), count a stall on each job's hash, and forget the worker.
+#   KEYS[1]: mailgate:workers   KEYS[2]: the worker's heartbeat key
+#   ARGV[1]: worker id   ARGV[2]: processing-list prefix   ARGV[3..]: queue names
+# Returns the number of jobs returned, or -1 when the worker is alive.
+REAP = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local moved = 0
+for i = 3, #ARGV do
+  local queue = ARGV[i]
+  local proc = ARGV[2] .. queue
+  while true do
+    local raw = redis.call('LMOVE', proc, queue, 'LEFT', 'RIGHT')
+    if not raw then break end
+    moved = moved + 1
+    local ok, job = pcall(cjson.decode, raw)
+    if ok and type(job) == 'table' and (type(job.id) == 'string' or type(job.id) == 'number') then
+      local key = 'job:' .. tostring(job.id)
+      redis.call('HINCRBY', key, 'stalls', 1)
+      redis.call('HSET', key, 'status', 'queued')
+    end
+  end
+end
+redis.call('SREM', KEYS[1], ARGV[1])
+return moved
+"""

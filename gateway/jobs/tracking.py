@@ -1,0 +1,301 @@
+"""Recording what happened to jobs: PostgreSQL first (batched), then Redis.
+
+Every end of a job's hold (completed, retry scheduled, dead-lettered, released at shutdown)
+is an :class:`Outcome`. The :class:`Finisher` collects outcomes for a few milliseconds,
+writes their ``jobs`` upserts and ``job_executions`` rows in one transaction, and only then
+runs the Redis FINISH script for each (one pipelined round trip), which removes the job from
+the worker's processing list. So a job Redis reports ``completed`` is completed in
+PostgreSQL too; a crash between the two leaves the job in the processing list, the reaper
+returns it, and it runs again (handlers are idempotent; the ``jobs`` upsert is too).
+
+When PostgreSQL is down the batch is retried with backoff and the jobs stay held: nothing is
+lost, and the worker stops taking new jobs once its slots are full of unfinished outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.jobs import keys
+from gateway.jobs.envelope import Job
+from gateway.storage import is_transient
+
+log = logging.getLogger(__name__)
+
+UPSERT_JOB = """
+INSERT INTO jobs (id, tenant_id, queue_name, status, payload, attempt_count, max_attempts,
+                  worker_id, idempotency_key, created_at, started_at, completed_at,
+                  updated_at, result, last_error)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now()), $11, $12, now(), $13, $14)
+ON CONFLICT (id) DO UPDATE SET
+    tenant_id = coalesce(EXCLUDED.tenant_id, jobs.tenant_id),
+    queue_name = EXCLUDED.queue_name,
+    status = EXCLUDED.status,
+    payload = EXCLUDED.payload,
+    attempt_count = EXCLUDED.attempt_count,
+    max_attempts = EXCLUDED.max_attempts,
+    worker_id = EXCLUDED.worker_id,
+    idempotency_key = coalesce(EXCLUDED.idempotency_key, jobs.idempotency_key),
+    started_at = coalesce(EXCLUDED.started_at, jobs.started_at),
+    completed_at = EXCLUDED.completed_at,
+    updated_at = now(),
+    result = coalesce(EXCLUDED.result, jobs.result),
+    last_error = EXCLUDED.last_error
+WHERE NOT (jobs.status = 'completed' AND EXCLUDED.status = 'running')
+"""
+
+INSERT_EXECUTION = """
+INSERT INTO job_executions (job_id, tenant_id, attempt, status, error, duration_ms, worker_id, at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+"""
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    """An ISO-8601 time from a producer, or None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class JobRow:
+    """The ``jobs`` row as an upsert (the last one for a job in a batch wins)."""
+
+    job: Job
+    status: str
+    worker_id: str
+    attempt_count: int
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    result: Any = None
+    last_error: str | None = None
+
+    def args(self) -> tuple[Any, ...]:
+        j = self.job
+        return (
+            j.id,
+            j.tenant_id,
+            j.queue,
+            self.status,
+            j.payload,
+            self.attempt_count,
+            j.max_attempts,
+            self.worker_id,
+            j.idempotency_key,
+            parse_time(j.created_at),
+            self.started_at,
+            self.completed_at,
+            None if self.result is None else self.result,
+            self.last_error,
+        )
+
+
+@dataclass
+class Execution:
+    """One ``job_executions`` row: an attempt and how it ended."""
+
+    job_id: str
+    tenant_id: str | None
+    attempt: int
+    status: str  # success / failed / cancelled
+    error: str | None
+    duration_ms: float
+    worker_id: str
+
+    def args(self) -> tuple[Any, ...]:
+        return (
+            self.job_id,
+            self.tenant_id,
+            self.attempt,
+            self.status,
+            self.error,
+            self.duration_ms,
+            self.worker_id,
+        )
+
+
+@dataclass
+class Outcome:
+    """The end of a job's hold: what to write, then which FINISH action to run in Redis."""
+
+    processing_key: str
+    raw: bytes
+    action: str  # complete / retry / dead / release
+    job_hash: str = ""
+    target: str = ""
+    target_value: bytes = b""
+    score: float = 0.0
+    ttl_s: int = 0
+    fields: dict[str, str] = field(default_factory=dict)
+    row: JobRow | None = None
+    execution: Execution | None = None
+    done: asyncio.Future[bool] | None = None
+
+    def script_args(self) -> tuple[list[str], list[Any]]:
+        flat: list[Any] = []
+        for k, v in self.fields.items():
+            flat.extend((k, v))
+        return (
+            [self.processing_key, self.job_hash, self.target],
+            [self.raw, self.action, self.target_value, self.score, self.ttl_s, *flat],
+        )
+
+
+class Finisher:
+    """Batches outcomes: one PostgreSQL transaction, then one Redis pipeline per batch."""
+
+    def __init__(
+        self,
+        db: asyncpg.Pool,
+        redis: aioredis.Redis,
+        *,
+        max_batch: int = 500,
+        linger_s: float = 0.002,
+    ):
+        self._db = db
+        self._redis = redis
+        self._finish = redis.register_script(keys.FINISH)
+        self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._queue: asyncio.Queue[Outcome | JobRow] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="job-finisher")
+
+    async def stop(self) -> None:
+        """Flush everything submitted so far, then stop."""
+        await self._queue.join()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def note(self, row: JobRow) -> None:
+        """Queue a tracking-only upsert (e.g. ``running``); nobody waits for it."""
+        self._queue.put_nowait(row)
+
+    async def submit(self, outcome: Outcome) -> bool:
+        """Record ``outcome``; returns once it is in PostgreSQL and Redis (False when the
+        job was no longer held: another instance had reaped it)."""
+        outcome.done = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(outcome)
+        return await asyncio.shield(outcome.done)
+
+    async def _loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch: list[Outcome | JobRow] = [first]
+            if self._linger_s:
+                await asyncio.sleep(self._linger_s)
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: Sequence[Outcome | JobRow]) -> None:
+        rows: dict[str, JobRow] = {}
+        executions: list[Execution] = []
+        outcomes: list[Outcome] = []
+        for item in batch:
+            if isinstance(item, JobRow):
+                rows[item.job.id] = item
+                continue
+            outcomes.append(item)
+            if item.row is not None:
+                rows[item.row.job.id] = item.row
+            if item.execution is not None:
+                executions.append(item.execution)
+        await self._retry("PostgreSQL", lambda: self._write_db(list(rows.values()), executions))
+        results = await self._retry("Redis", lambda: self._write_redis(outcomes))
+        for outcome, held in zip(outcomes, results, strict=True):
+            if outcome.done is not None and not outcome.done.done():
+                outcome.done.set_result(bool(held))
+        self.batches += 1
+
+    async def _retry(self, what: str, op: Any) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                return await op()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+                if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
+                    # Not retryable (the row-by-row fallback already kept what it could).
+                    log.exception("job tracking write refused", extra={"backend": what})
+                    return None
+                log.warning(
+                    "job tracking write failed; retrying",
+                    extra={"backend": what, "error": f"{type(exc).__name__}: {exc}"[:300]},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _write_db(self, rows: list[JobRow], executions: list[Execution]) -> None:
+        if not rows and not executions:
+            return
+        try:
+            async with self._db.acquire() as conn, conn.transaction():
+                if rows:
+                    await conn.executemany(UPSERT_JOB, [r.args() for r in rows])
+                if executions:
+                    await conn.executemany(INSERT_EXECUTION, [e.args() for e in executions])
+        except asyncpg.PostgresError as exc:
+            if is_transient(exc):
+                raise
+            # A statement or data error (e.g. a payload jsonb refuses): write row by row so
+            # one bad job cannot block the tracking of every other job.
+            await self._write_db_one_by_one(rows, executions, exc)
+
+    async def _write_db_one_by_one(
+        self, rows: list[JobRow], executions: list[Execution], cause: Exception
+    ) -> None:
+        log.warning("job tracking batch refused; writing row by row", extra={"error": str(cause)})
+        async with self._db.acquire() as conn:
+            for row in rows:
+                args = row.args()
+                try:
+                    await conn.execute(UPSERT_JOB, *args)
+                except asyncpg.PostgresError as exc:
+                    if is_transient(exc):
+                        raise
+                    # Keep the row, without what PostgreSQL refuses to store.
+                    unstorable = {"_unstorable": f"{type(exc).__name__}: {exc}"[:500]}
+                    await conn.execute(
+                        UPSERT_JOB, *args[:4], unstorable, *args[5:12], None, args[13]
+                    )
+            for execution in executions:
+                await conn.execute(INSERT_EXECUTION, *execution.args())
+
+    async def _write_redis(self, outcomes: list[Outcome]) -> list[Any]:
+        if not outcomes:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for outcome in outcomes:
+                k, a = outcome.script_args()
+                await self._finish(keys=k, args=a, client=pipe)
+            return list(await pipe.execute())
+
+
+def result_json(result: Any) -> str:
+    """A handler's result as JSON text for the tracking hash (never fails)."""
+    return json.dumps(result, default=str, separators=(",", ":"))
