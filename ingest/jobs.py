@@ -73,8 +73,11 @@ def _attachments(payload: dict[str, Any]) -> tuple[AttachmentRecord, ...]:
         if not isinstance(item, dict):
             raise PermanentJobError(f"payload.attachments[{i}] must be an object")
         encoded = item.get("content") or ""
+        if not isinstance(encoded, str):
+            raise PermanentJobError(f"payload.attachments[{i}].content must be base64 text")
         try:
-            content = base64.b64decode(encoded, validate=False)
+            # MIME-style base64 may be wrapped in lines; anything else must be the alphabet.
+            content = base64.b64decode("".join(encoded.split()), validate=True)
         except (binascii.Error, ValueError, TypeError):
             raise PermanentJobError(f"payload.attachments[{i}].content is not base64") from None
         disposition = str(item.get("disposition") or "attachment").lower()
