@@ -209,6 +209,13 @@ class Settings(BaseSettings):
         description="An idle worker is woken by Redis keyspace notifications; it also "
         "checks the queues this often in case one was missed (0-60].",
     )
+    # -- ingest (IMAP): fields added by ingest/ ------------------------------------------
+
+    # -- bounces (SMTP listener, processing): fields added by bounces/ -------------------
+
+    # -- delivery (SMTP pool, DKIM, rate limits): fields added by delivery/ -------------
+
+    # -- embedded servers ------------------------------------------------------------------
     embedded_start_timeout_s: float = Field(
         default=60.0, gt=0, le=600, description="Seconds to wait for an embedded server to start."
     )
