@@ -6,7 +6,7 @@
 
 SHELL := /bin/bash
 # pgserver (the embedded PostgreSQL wheel) exists for Python <= 3.12: prefer those.
-PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := dovecot-imapd dovecot-lmtpd postfix
