@@ -48,14 +48,18 @@ class App:
 
 
 def make_redis(url: str, settings: Settings) -> aioredis.Redis:
-    """A Redis client with mailgate's limits; blocking commands need their own timeouts."""
-    client: aioredis.Redis = aioredis.Redis.from_url(
+    """A Redis client with mailgate's limits. The pool blocks (up to 10 s) for a free
+    connection instead of failing when all ``redis_max_connections`` are busy, so a burst of
+    concurrent handlers waits rather than errors."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=settings.redis_max_connections,
+        timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
         retry_on_timeout=False,
     )
+    client: aioredis.Redis = aioredis.Redis.from_pool(pool)
     return client
 
 
