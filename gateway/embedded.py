@@ -253,15 +253,7 @@ class EmbeddedPostgres:
             log.info("embedded PostgreSQL stopped", extra={"pgdata": str(self.pgdata)})
 
     def _choose_port(self) -> int:
-        port_file = self.root / "port"
-        if self._wanted_port:
-            port = self._wanted_port
-        elif port_file.exists() and not port_open("127.0.0.1", int(port_file.read_text())):
-            port = int(port_file.read_text())
-        else:
-            port = free_port()
-        port_file.write_text(str(port))
-        return port
+        return _choose_port(self.root, self._wanted_port)
 
     def _initdb(self) -> None:
         password = _read_or_create_secret(self.root / "password")
@@ -324,6 +316,20 @@ class EmbeddedPostgres:
                 f"{Path(argv[0]).name} failed ({proc.returncode}): "
                 f"{proc.stderr.strip()[-2000:]}\n{tail}"
             )
+
+
+def _choose_port(root: Path, wanted: int | None) -> int:
+    """The port a server keeps across restarts (``root/port``), a new free one when that
+    is taken by something else, or the one asked for."""
+    port_file = root / "port"
+    if wanted:
+        port = wanted
+    elif port_file.exists() and not port_open("127.0.0.1", int(port_file.read_text())):
+        port = int(port_file.read_text())
+    else:
+        port = free_port()
+    port_file.write_text(str(port))
+    return port
 
 
 def _grant_traverse(path: Path) -> None:
@@ -432,15 +438,7 @@ class EmbeddedRedis:
             log.info("embedded Redis stopped", extra={"dir": str(self.root)})
 
     def _choose_port(self) -> int:
-        port_file = self.root / "port"
-        if self._wanted_port:
-            port = self._wanted_port
-        elif port_file.exists() and not port_open("127.0.0.1", int(port_file.read_text())):
-            port = int(port_file.read_text())
-        else:
-            port = free_port()
-        port_file.write_text(str(port))
-        return port
+        return _choose_port(self.root, self._wanted_port)
 
     def _write_conf(self, port: int) -> Path:
         conf = self.root / "redis.conf"

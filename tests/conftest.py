@@ -11,6 +11,7 @@ skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -76,38 +77,37 @@ def pg_template(pg_server_url: str) -> str:
     return TEMPLATE_DB
 
 
+@contextlib.asynccontextmanager
+async def _scratch_database(server_url: str, options: str) -> AsyncIterator[str]:
+    """A database created for one test (``CREATE DATABASE ... options``), dropped after."""
+    name = f"t_{os.getpid()}_{next(_db_counter)}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} {options}")
+    finally:
+        await conn.close()
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+
 @pytest.fixture
 async def database_url(pg_server_url: str, pg_template: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test (dropped afterwards)."""
-    name = f"t_{os.getpid()}_{next(_db_counter)}"
-    conn = await asyncpg.connect(pg_server_url)
-    try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    finally:
-        await conn.close()
-    yield _with_database(pg_server_url, name)
-    conn = await asyncpg.connect(pg_server_url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
+    async with _scratch_database(pg_server_url, f"TEMPLATE {pg_template}") as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_database_url(pg_server_url: str) -> AsyncIterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
-    name = f"e_{os.getpid()}_{next(_db_counter)}"
-    conn = await asyncpg.connect(pg_server_url)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    yield _with_database(pg_server_url, name)
-    conn = await asyncpg.connect(pg_server_url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
+    async with _scratch_database(pg_server_url, "") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
