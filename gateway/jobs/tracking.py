@@ -209,6 +209,14 @@ class Finisher:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._write(batch)
+            except Exception as exc:  # the finisher must outlive a bad batch
+                # Not a backend outage (those are retried inside _write): a bug or data the
+                # drivers refuse. The jobs stay held in the processing list, so nothing is
+                # lost; their tasks learn of it through the future.
+                log.exception("cannot record job outcomes; the jobs stay held")
+                for item in batch:
+                    if isinstance(item, Outcome) and item.done is not None and not item.done.done():
+                        item.done.set_exception(exc)
             finally:
                 for _ in batch:
                     self._queue.task_done()

@@ -332,6 +332,8 @@ class Worker:
         try:
             with bind(job_id=job.id, queue=job.queue, tenant_id=job.tenant_id):
                 await self._run_and_finish(spec, job, stalls, t0)
+        except Exception:  # logged; the job stays held for the reaper
+            log.exception("job outcome not recorded; it stays in the processing list")
         finally:
             self._busy[family] -= 1
             self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
