@@ -58,13 +58,41 @@ def _blocks(text: str) -> list[list[tuple[str, str]]]:
             continue
         match = _FIELD.match(line.strip())
         if match:
-            current.append((match.group(1).lower(), match.group(2).strip()))
+            name = match.group(1).lower()
+            if name == "final-recipient" and any(n == name for n, _ in current):
+                # A second recipient block with no blank line before it; an Original-Recipient
+                # just before the new Final-Recipient belongs to the new block.
+                carry = current[-1:] if current[-1][0] == "original-recipient" else []
+                blocks.append(current[: len(current) - len(carry)])
+                current = carry
+            current.append((name, match.group(2).strip()))
         elif current:
             name, value = current[-1]
             current[-1] = (name, f"{value} {line.strip()}")
     if current:
         blocks.append(current)
     return blocks
+
+
+def valid_address(addr: str) -> bool:
+    """A usable mailbox: a local part, and a domain with a dot (not ``@host`` or ``a@host``)."""
+    local, _, domain = addr.rpartition("@")
+    return bool(local) and "." in domain.strip(".")
+
+
+def _recipient(fields: dict[str, str]) -> str:
+    """The failed recipient: Final-Recipient unless it is unusable (a bare host name such as
+    ``user@sims-ms-daemon``), then the Original- or X-Actual-Recipient; ``""`` if none has an @."""
+    found = [_address(fields[name]) for name in _RCPT_FIELDS if fields.get(name)]
+    found = [addr for addr in found if "@" in addr]
+    if not found:
+        return ""
+    first = found[0]
+    if valid_address(first):
+        return first
+    local = first.rpartition("@")[0].lower()
+    return next((addr for addr in found[1:] if valid_address(addr) and (
+        not local or addr.rpartition("@")[0].lower() == local)), first)
 
 
 def parse_fields(text: str) -> list[DsnRecipient]:
@@ -77,13 +105,8 @@ def parse_fields(text: str) -> list[DsnRecipient]:
             fields.setdefault(name, value)
         if "reporting-mta" in fields and not reporting:
             reporting = _address(fields["reporting-mta"])
-        rcpt = ""
-        for name in _RCPT_FIELDS:
-            if fields.get(name):
-                rcpt = _address(fields[name])
-                if "@" in rcpt:
-                    break
-        if not rcpt or "@" not in rcpt:
+        rcpt = _recipient(fields)
+        if not rcpt:
             continue
         diag_raw = fields.get("diagnostic-code", "")
         dtype, _, diag = diag_raw.partition(";") if ";" in diag_raw else ("", "", diag_raw)

@@ -25,7 +25,7 @@ _ADDR = r"[\w.+'=/#&!%$*?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+"
 ADDR_RE = re.compile(_ADDR)
 
 _DIVIDER = re.compile(
-    r"(?im)^[ \t>]*(?:"
+    r"(?im)^[ \t>|]*(?:"
     r"-{2,}\s*(?:original message|this is a copy of|below this line is a copy|"
     r"(?:the )?(?:original|returned|unsent|undelivered|rejected) (?:message|mail|e-?mail)|"
     r"message (?:text |headers )?follows|unsent message below|headers of the message|"
@@ -45,10 +45,11 @@ _SUBJECT = re.compile(
     r"nondeliverable|error sending message|permanent (?:delivery )?(?:error|failure)|"
     r"(?:delivery|transmission) (?:has )?failed|mail failure|returned to sender|bounced?\b|"
     r"unzustellbar|non remis|no entregado|delivery (?:delay|warning)|message delayed|"
-    r"failed to deliver|sending failed|notificaci[oó]n|fehlgeschlagen|mail could not be delivered",
+    r"failed to deliver|sending failed|notificaci[oó]n|fehlgeschlagen|mail could not be delivered|"
+    r"mail failed|returning to sender|error notification|エラー|不達|未達",
     re.IGNORECASE)
 _FROM = re.compile(
-    r"mailer-daemon|postmaster|mail delivery|mail ?administrator|mail system|"
+    r"mailer-daemon|post_?master|mail delivery|mail ?administrator|mail system|"
     r"bounce|delivery (?:status|subsystem|notification)|mdaemon|daemon@|no-?reply@.*(?:mail|mx)|"
     r"noreply\+bounces|notifications?@.*(?:facebook|googlegroups)|mailerdaemon", re.IGNORECASE)
 _BODY = re.compile(
@@ -62,7 +63,8 @@ _BODY = re.compile(
     r"(?:rejected|blocked|delivered)|failed permanently|mail delivery failed|"
     r"I'm afraid I wasn't able|"
     r"this is the mail ?system at|giving up on|delivery to the following|host unknown|"
-    r"user unknown|no such user|mailbox (?:is )?(?:full|unavailable)|message could not be sent)")
+    r"user unknown|no such user|mailbox (?:is )?(?:full|unavailable)|message could not be sent|"
+    r"(?:mail|message) has been returned|error delivering your mail|invalid user address)")
 _DELAYED = re.compile(
     r"(?i)(?:has been delayed|(?:is|was) delayed|delivery (?:is )?delayed|"
     r"delay(?:ed)? (?:mail|notification)|"
@@ -85,7 +87,7 @@ _RCPT_LINE = [
     re.compile(rf"<?({_ADDR})>?"),                           # last resort: any address
 ]
 _IGNORE_LOCAL = re.compile(
-    r"^(?:postmaster|mailer-daemon|mailerdaemon|abuse|root|daemon|noreply|no-reply|"
+    r"^(?:post_?master|mailer-daemon|mailerdaemon|abuse|root|daemon|noreply|no-reply|"
     r"bounce[s]?|double-bounce|nobody|mail-daemon)$", re.IGNORECASE)
 _MESSAGE_ID_LINE = re.compile(r"(?i)message-?id|in-reply-to|references|\bid\b\s*[:=]?\s*<")
 
@@ -134,8 +136,10 @@ def is_delayed(subject: str, text: str) -> bool:
     return _DELAYED.search(head) is not None and _FINAL.search(head) is None
 
 
-def _candidates(lines: list[str], exclude: set[str]) -> list[tuple[int, str, int]]:
-    """(line index, address, shape rank) for lines that name a recipient."""
+def _candidates(lines: list[str], exclude: set[str],
+                keep_role: bool = False) -> list[tuple[int, str, int]]:
+    """(line index, address, shape rank) for lines that name a recipient; role addresses
+    (postmaster, ...) are skipped unless ``keep_role``."""
     found: list[tuple[int, str, int]] = []
     for index, line in enumerate(lines):
         if "@" not in line or _MESSAGE_ID_LINE.search(line):
@@ -145,7 +149,7 @@ def _candidates(lines: list[str], exclude: set[str]) -> list[tuple[int, str, int
             if not match:
                 continue
             addr = match.group(1).strip(".'\"").lower()
-            if addr in exclude or _IGNORE_LOCAL.match(addr.split("@")[0]):
+            if addr in exclude or (not keep_role and _IGNORE_LOCAL.match(addr.split("@")[0])):
                 continue
             found.append((index, addr, rank))
             break
@@ -162,7 +166,8 @@ def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipie
     """Find each failed recipient of a plain-text bounce with its diagnostic text."""
     lines = text.split("\n")
     delayed = is_delayed(report.header("Subject"), text)
-    found = _candidates(lines, exclude)
+    found = _candidates(lines, exclude) or [
+        (i, a, r) for i, a, r in _candidates(lines, set(), keep_role=True) if r <= 3]
     failed_hdr = [a.strip().lower() for a in report.header("X-Failed-Recipients").split(",")
                   if "@" in a]
     if not found and not failed_hdr:

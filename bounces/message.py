@@ -61,6 +61,9 @@ def header_text(value: object) -> str:
     if value is None:
         return ""
     text = str(value)
+    if not text.isascii():
+        # compat32 keeps raw 8-bit header bytes as surrogate escapes: read them as UTF-8.
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if "=?" in text:
         try:
             text = str(make_header(decode_header(text)))
@@ -76,6 +79,11 @@ def part_text(part: Message) -> str:
         raw = part.get_payload()
         return raw if isinstance(raw, str) else ""
     charset = part.get_content_charset() or "utf-8"
+    for candidate in (charset, "utf-8"):
+        try:
+            return payload.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue  # a wrong or unknown declared charset: UTF-8 is the usual truth
     try:
         return payload.decode(charset, errors="replace")
     except LookupError:
@@ -149,7 +157,8 @@ def parse_report(raw: bytes) -> ParsedReport:
             report.report_parts.append((ctype, _block_text(part)))
         elif part.is_multipart():
             continue
-        elif ctype.startswith("text/"):
+        elif ctype.startswith(("text/", "multipart/")):
+            # (a multipart whose boundary parameter was lost is a leaf: read it as text)
             text = part_text(part)
             if ctype == "text/html":
                 text = _strip_html(text)
@@ -171,11 +180,26 @@ def _walk(msg: Message) -> list[Message]:
         part = stack.pop()
         out.append(part)
         if part.get_content_type() in _OPAQUE:
+            inner = _forwarded_report(part)
+            if inner is not None and len(out) < _MAX_PARTS // 2:
+                stack.append(inner)
             continue
         payload = part.get_payload()
         if part.is_multipart() and isinstance(payload, list):
             stack.extend(p for p in reversed(payload) if isinstance(p, Message))
     return out
+
+
+def _forwarded_report(part: Message) -> Message | None:
+    """A delivery report returned or forwarded inside ``message/rfc822`` (its parts are read as
+    the report's own), else None."""
+    if part.get_content_type() != "message/rfc822":
+        return None
+    payload = part.get_payload()
+    inner = payload[0] if isinstance(payload, list) and payload else None
+    if isinstance(inner, Message) and inner.get_content_type() == "multipart/report":
+        return inner
+    return None
 
 
 _TAG = re.compile(r"<[^>]*>")

@@ -294,13 +294,13 @@ _SECOND_PASS = ("mailboxfull", "authfailure", "badreputation", "speeding", "spam
 _VAGUE = frozenset({"", "userunknown", "undefined", "onhold", "systemerror", "securityerror",
                     "networkerror"})
 #: Phrases that, next to an "unknown user" status, show the refusal was about something else.
-_NOT_REALLY_UNKNOWN = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected")
+_NOT_REALLY_UNKNOWN = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "filtered")
 #: Status-derived reasons specific enough that another reason's wording does not override them.
 _STRONG = frozenset(_FIRST_PASS) - {"userunknown", "filtered"}
 _BEFORE_DATA = frozenset({"CONN", "HELO", "EHLO", "MAIL", "RCPT", "STARTTLS", "AUTH"})
 
 _COMMAND = re.compile(
-    r"(?:in reply to|after|>>>|most progress was)\s*(?:the\s+)?"
+    r"(?:in reply to|after|>>>|most progress was|smtp:)\s*(?:the\s+)?"
     r"(rcpt|mail|end of data|data|ehlo|helo|starttls|auth)\b", re.IGNORECASE)
 
 
@@ -345,6 +345,17 @@ def smtp_command(text: str) -> str:
     return ""
 
 
+#: A remote server's reply quoted in a report: an SMTP code, or a provider's known reply wording.
+_QUOTED_REPLY = re.compile(
+    r"(?<![\d.#-])[45][0-5]\d(?:[ :-]|$)|error[_ ]code\W{0,3}[45]\d\d|"
+    r"this user doesn'?t have an? \S+ account", re.IGNORECASE)
+
+
+def _quotes_reply(text: str) -> bool:
+    """Whether ``text`` quotes a remote server's SMTP reply code."""
+    return _QUOTED_REPLY.search(text) is not None
+
+
 def _matches(reason: str, text: str) -> bool:
     return RULE_BY_REASON[reason].search(text) is not None
 
@@ -356,7 +367,11 @@ def _confirmed(reason: str, by_status: str, text: str, command: str) -> bool:
             return not any(_matches(r, text) for r in _NOT_REALLY_UNKNOWN)
         if by_status == "filtered":
             return command == "RCPT" and _matches("userunknown", text)
-        return command in ("RCPT", "") and _matches("userunknown", text)
+        if command == "" and by_status in ("", "onhold", "undefined"):
+            # No command named: the MTA's own "unknown user" wording stands, but a remote
+            # server's quoted 5xx reply of unknown timing reads as a filter (Sisimai's rule).
+            return _matches("userunknown", text) and not _quotes_reply(text)
+        return command == "RCPT" and _matches("userunknown", text)
     if reason == "filtered":
         if by_status not in ("filtered", "", "userunknown") and by_status in _FIRST_PASS:
             return False
