@@ -240,7 +240,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
     ("syntaxerror", [
         r"not implemented", r"\b50[1-4] (?:syntax|bad|command|invalid|unrecognized)",
         r"syntax error", r"unrecognized command", r"command unrecognized",
-                     r"bad sequence of commands", r"need rcpt", r"need mail"]),
+                     r"(?:bad|improper) sequence of commands", r"need rcpt", r"need mail"]),
 ]
 
 RULES: list[tuple[str, re.Pattern[str]]] = [
@@ -249,34 +249,35 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
 ]
 RULE_BY_REASON: dict[str, re.Pattern[str]] = dict(RULES)
 
-#: Enhanced status codes specific enough to name a reason on their own (RFC 3463 subjects).
-STATUS_REASON: dict[str, str] = {
-    "X.1.0": "userunknown", "X.1.1": "userunknown", "X.1.2": "hostunknown",
-    "X.1.3": "userunknown", "X.1.4": "userunknown", "X.1.5": "userunknown",
-    "X.1.6": "hasmoved", "X.1.7": "rejected", "X.1.8": "rejected", "X.1.9": "systemerror",
-    "X.1.10": "userunknown",
-    "X.2.0": "filtered", "X.2.1": "filtered", "X.2.2": "mailboxfull", "X.2.3": "exceedlimit",
-    "X.2.4": "systemerror",
-    "X.3.0": "systemerror", "X.3.1": "systemfull", "X.3.2": "notaccept", "X.3.3": "systemerror",
-    "X.3.4": "mesgtoobig", "X.3.5": "systemerror",
-    "X.4.0": "networkerror", "X.4.1": "expired", "X.4.2": "networkerror", "X.4.3": "systemerror",
-    "X.4.4": "notaccept", "X.4.5": "networkerror", "X.4.6": "networkerror",
-    "X.4.7": "expired",
-    "X.5.0": "syntaxerror", "X.5.1": "syntaxerror", "X.5.2": "syntaxerror",
-    "X.5.3": "syntaxerror", "X.5.4": "syntaxerror", "X.5.5": "syntaxerror",
-    "X.6.0": "contenterror", "X.6.1": "contenterror", "X.6.2": "contenterror",
-    "X.6.3": "contenterror", "X.6.4": "contenterror", "X.6.5": "contenterror",
-    "X.7.0": "securityerror", "X.7.1": "securityerror", "X.7.2": "securityerror",
-    "X.7.3": "securityerror", "X.7.4": "securityerror", "X.7.5": "securityerror",
-    "X.7.6": "securityerror", "X.7.7": "securityerror", "X.7.8": "securityerror",
-    "X.7.9": "securityerror", "X.7.10": "securityerror", "X.7.11": "securityerror",
-    "X.7.13": "suspend", "X.7.14": "securityerror", "X.7.15": "securityerror",
-    "X.7.16": "securityerror", "X.7.17": "suspend", "X.7.18": "suspend",
-    "X.7.20": "authfailure", "X.7.21": "authfailure", "X.7.22": "authfailure",
-    "X.7.23": "authfailure", "X.7.24": "authfailure", "X.7.25": "requireptr",
-    "X.7.26": "authfailure", "X.7.27": "notaccept", "X.7.28": "speeding",
-    "X.7.29": "authfailure", "X.7.30": "securityerror",
+#: Enhanced status codes specific enough to name a reason on their own. Temporary (4.x.x) and
+#: permanent (5.x.x) codes differ: ``4.7.1`` is a block, ``5.7.1`` a generic security refusal;
+#: codes not listed (``5.5.0``, ``4.4.0``, ``5.4.1``, ...) name no reason, the text decides.
+_STATUS_TABLE: dict[str, str] = {
+    "userunknown": "5.1.0 5.1.1 5.1.3",
+    "hostunknown": "5.1.2",
+    "hasmoved": "4.1.6 5.1.6 5.7.17 5.7.18",
+    "rejected": "4.1.7 4.1.8 5.1.7 5.1.8",
+    "systemerror": "4.1.9 4.3.3 4.3.5 4.4.3 4.5.3 4.5.5 5.1.9 5.3.0 5.3.3 5.3.5 5.4.3 5.5.4 5.5.5",
+    "suspend": "4.2.1 5.7.13",
+    "mailboxfull": "4.2.2 5.2.2",
+    "exceedlimit": "4.2.3 5.2.3",
+    "filtered": "4.2.4 5.1.4 5.2.0 5.2.1 5.2.4",
+    "systemfull": "4.3.1 4.4.5 5.3.1",
+    "notaccept": "4.3.2 5.3.2 5.7.27",
+    "expired": "4.4.1 4.4.7",
+    "networkerror": "4.4.2 4.4.4 4.4.6 4.4.8 5.4.0",
+    "contenterror": "4.6.0 4.6.2 4.6.5 5.6.0 5.6.1 5.6.2 5.6.3 5.6.5 5.6.6 5.6.7 5.6.8 5.6.9",
+    "blocked": "4.7.1 4.7.2",
+    "requireptr": "4.7.25 5.7.25",
+    "securityerror": "4.7.5 4.7.6 4.7.7 4.7.12 4.7.15 5.7.0 5.7.1 5.7.2 5.7.3 5.7.4 5.7.5 5.7.6 "
+                     "5.7.7 5.7.8 5.7.9 5.7.10 5.7.11 5.7.14 5.7.15 5.7.19",
+    "mesgtoobig": "4.7.16 5.3.4 5.7.16",
+    "authfailure": "4.7.24 4.7.26 5.7.20 5.7.21 5.7.22 5.7.23 5.7.24 5.7.26",
+    "syntaxerror": "5.5.2 5.5.6",
+    "toomanyconn": "5.5.3",
 }
+STATUS_REASON: dict[str, str] = {
+    code: reason for reason, codes in _STATUS_TABLE.items() for code in codes.split()}
 
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
@@ -310,11 +311,10 @@ def status_reason(status: str) -> str:
         return ""
     if status[0] == "2":
         return "delivered"
-    key = "X" + status[1:]
-    if key in STATUS_REASON:
-        return STATUS_REASON[key]
+    if status in STATUS_REASON:
+        return STATUS_REASON[status]
     # Vendor sub-codes under "addressing" (Microsoft's 5.1.351 etc.) still mean a bad mailbox.
-    return "userunknown" if key.startswith("X.1.") and len(key) > 5 else ""
+    return "userunknown" if status.startswith("5.1.") and len(status) > 5 else ""
 
 
 def text_reason(text: str) -> str:
