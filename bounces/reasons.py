@@ -12,6 +12,16 @@ from __future__ import annotations
 
 import re
 
+#: Network failures worded precisely enough to outrank a delivery-time-expired status.
+_NETWORK_PRECISE = [
+    r"routing loop", r"mail (?:forwarding )?loop", r"too many hops", r"hop count exceeded",
+    r"loop detected", r"(?:mail|message) loop(?:s|ing)", r"forwarding loop",
+    r"host name lookup failure", r"name server reply", r"dns query failed",
+    r"wasn'?t able to establish an smtp connection", r"could not connect and send",
+    r"dns records for the destination computer could not be found", r"no route to host",
+    r"host not found, try again", r"unable to resolve route", r"network error",
+]
+
 _RULES_SRC: list[tuple[str, list[str]]] = [
     ("mailboxfull", [
         r"mail ?box (?:is )?full", r"mailbox (?:size limit|quota usage|over quota|has exceeded)",
@@ -206,13 +216,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"service (?:is )?(?:temporarily )?not available", r"not configured", r"conversion failed",
         r"ldap", r"timed? ?out while", r"remote server (?:is )?misconfigured", r"loops back",
     ]),
-    ("networkerror", [
-        r"routing loop", r"mail (?:forwarding )?loop", r"too many hops", r"hop count exceeded",
-        r"loop detected", r"(?:mail|message) loop(?:s|ing)", r"forwarding loop",
-        r"host name lookup failure", r"name server reply", r"dns query failed",
-        r"wasn'?t able to establish an smtp connection", r"could not connect and send",
-        r"dns records for the destination computer could not be found",
-        r"host not found, try again", r"unable to resolve route", r"network error",
+    ("networkerror", _NETWORK_PRECISE + [
         r"network (?:error|is unreachable)", r"connection (?:timed out|reset|lost|closed|dropped)",
         r"could not connect", r"couldn'?t connect", r"unable to connect", r"timeout",
         r"dns (?:error|failure|lookup)", r"no route", r"lost connection", r"host is unreachable",
@@ -408,6 +412,47 @@ def _confirmed(reason: str, by_status: str, text: str, command: str) -> bool:
     return by_status == reason or _matches(reason, text)
 
 
+#: The code prefix a multi-line SMTP reply repeats on every line ("550-5.7.1 ... 550-5.7.1 ...");
+#: removed after the first so phrases broken across lines still read as one sentence.
+_REPLY_PREFIX = re.compile(r"\b[245]\d\d-(?:[245]\.\d{1,3}\.\d{1,3}\s)?")
+
+
+def _join_continuations(text: str) -> str:
+    """Drop the repeats of a multi-line reply's line prefix (``550-5.7.1``), keeping the first."""
+    first = _REPLY_PREFIX.search(text)
+    if first is None:
+        return text
+    prefix = first.group(0).strip()
+    head, tail = text[: first.end()], text[first.end():]
+    for variant in (prefix, prefix.replace("-", " ", 1)):
+        tail = tail.replace(f" {variant} ", " ")
+    return head + tail
+#: Phrases that settle a reason before any status code: each names one precise condition.
+_EARLY: list[tuple[str, re.Pattern[str]]] = [
+    ("notaccept", re.compile(
+        r"null mx|doesn'?t receive e-?mail|does not accept mail|no mx (?:record )?found|"
+        r"couldn'?t find (?:a|any) (?:mail exchanger|host)", re.IGNORECASE)),
+    ("virusdetected", re.compile(
+        r"virus (?:detected|found)|(?:contains|infected with) (?:a )?virus|malware detected",
+        re.IGNORECASE)),
+    ("notcompliantrfc", re.compile(r"multiple addresses in from:? header", re.IGNORECASE)),
+]
+#: Status-derived reasons the text's precise network wording overrides.
+_NETWORK_OVER = frozenset({"expired", "", "systemerror"})
+_NETWORK_RULE = re.compile("|".join(_NETWORK_PRECISE), re.IGNORECASE)
+
+
+def _early_reason(text: str, by_status: str) -> str:
+    """A reason settled by unmistakable wording, or ``""``."""
+    for reason, rule in _EARLY:
+        if rule.search(text):
+            return reason
+    if by_status in _NETWORK_OVER and _NETWORK_RULE.search(text) and not _matches(
+            "hostunknown", text):
+        return "networkerror"
+    return ""
+
+
 def decide(status: str, diagnostic: str, action: str, command: str = "",
            diagnostic_type: str = "") -> str:
     """Combine status code, diagnostic text, SMTP command and Action into one reason.
@@ -421,7 +466,11 @@ def decide(status: str, diagnostic: str, action: str, command: str = "",
     """
     if status.startswith("2."):
         return "delivered"
+    diagnostic = _join_continuations(diagnostic)
     by_status = status_reason(status)
+    early = _early_reason(diagnostic, by_status)
+    if early:
+        return early
     command = command or smtp_command(diagnostic)
     for reason in _FIRST_PASS:
         if _confirmed(reason, by_status, diagnostic, command):
