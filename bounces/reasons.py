@@ -62,7 +62,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"account expired", r"currently suspended", r"boite du destinataire archivee",
         r"email account .* (?:has been |is )(?:disabled|suspended)", r"mailbox is inactive",
         r"user not active", r"this account has been (?:disabled|blocked|suspended)",
-        r"recipient'?s? (?:account|mailbox) is (?:disabled|inactive|suspended)",
+        r"recipient'?s? (?:account|mailbox) is (?:disabled|inactive|suspended|blocked)",
         r"is inactive", r"dormant",
     ]),
     ("hasmoved", [r"has been replaced by", r"no longer on server", r"address has moved"]),
@@ -79,7 +79,8 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"\bdmarc\b.*(?:fail|policy|reject)", r"sender policy framework",
         r"not authorized to send on behalf", r"authentication (?:failure|check failed)",
         r"sender (?:id|address) (?:check )?failed", r"unauthenticated email",
-        r"email (?:is )?not authenticated",
+        r"email (?:is )?not authenticated", r"fails? to pass authentication checks",
+        r"does not have authentication information",
     ]),
     ("userunknown", [
         r"invalid final delivery userid", r"user not exist", r"address couldn'?t be found",
@@ -137,6 +138,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"send\w*.{0,40}blacklisted", r"fully qualified email address required",
         r"empty email address", r"sender domain (?:is empty|listed at)",
         r"has an outgoing mail suspension", r"too many spam complaints",
+        r"domain is invalid\. please provide a valid from",
         r"sending this from a different address or alias", r"permission to post",
         r"sender (?:address )?(?:rejected|blocked|denied|not allowed|verify failed|domain)",
         r"domain of sender", r"sender (?:is )?(?:spammer|blacklisted|invalid)", r"invalid sender",
@@ -193,7 +195,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
     ("policyviolation", [
         r"policy (?:reasons|violation|rejection)", r"violat\w* (?:our|the) .*polic",
         r"rejected (?:for|due to) policy", r"content policy", r"prohibited (?:by|content)",
-        r"not accepted for policy", r"email not accepted", r"\bpolicy\b",
+        r"not accepted for policy", r"email not accepted",
         r"attachment .*not allowed",
         r"banned (?:file|attachment|content)", r"contains .* (?:restricted|prohibited)",
         r"header error", r"header are not accepted", r"protocol violation",
@@ -403,10 +405,14 @@ def _confirmed(reason: str, by_status: str, text: str, command: str) -> bool:
     if reason == "rejected":
         if by_status == "rejected":
             return True
+        if command == "MAIL" and "access denied" in text.lower():
+            return True  # refused at MAIL FROM: the sender was refused
         if command == "MAIL" or (command == "DATA" and by_status != "userunknown"):
             return _matches("rejected", text)
         return by_status in ("", "onhold", "undefined", "securityerror", "systemerror") and (
             _matches("rejected", text))
+    if reason == "spamdetected" and command in _BEFORE_DATA and by_status != reason:
+        return False  # content is read only after DATA: a refusal before it is not a spam verdict
     if by_status != reason and by_status in _STRONG and reason != "mailboxfull":
         return False  # a specific status code outranks another reason's wording
     return by_status == reason or _matches(reason, text)
@@ -436,6 +442,12 @@ _EARLY: list[tuple[str, re.Pattern[str]]] = [
         r"virus (?:detected|found)|(?:contains|infected with) (?:a )?virus|malware detected",
         re.IGNORECASE)),
     ("notcompliantrfc", re.compile(r"multiple addresses in from:? header", re.IGNORECASE)),
+    ("mailererror", re.compile(
+        r"procmail: |command output:|\"\|[^\"]*\"\.\.\.|mailer error\b|x-unix;", re.IGNORECASE)),
+    ("policyviolation", re.compile(
+        r"content presents a potential security issue|illegal attachment|"
+        r"rejected for policy reasons|not accepted for policy reasons|"
+        r"rejected due to security policies", re.IGNORECASE)),
 ]
 #: Status-derived reasons the text's precise network wording overrides.
 _NETWORK_OVER = frozenset({"expired", "", "systemerror"})
