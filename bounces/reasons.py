@@ -193,7 +193,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"please use the smtp server of your isp", r"go away", r"rejecting open proxy",
     ]),
     ("policyviolation", [
-        r"policy (?:reasons|violation|rejection)", r"violat\w* (?:our|the) .*polic",
+        r"policy (?:reasons|rejection)", r"violat\w* (?:our|the) .*polic",
         r"rejected (?:for|due to) policy", r"content policy", r"prohibited (?:by|content)",
         r"not accepted for policy", r"email not accepted",
         r"attachment .*not allowed",
@@ -362,6 +362,8 @@ def smtp_command(text: str) -> str:
         return "DATA" if word == "END OF DATA" else word
     if _RCPT_HINT.search(text):
         return "RCPT"
+    if "refused to talk to me" in text:
+        return "HELO"  # Postfix: the greeting or HELO was refused
     if _DATA_HINT.search(text):
         return "DATA"
     return ""
