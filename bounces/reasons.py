@@ -133,7 +133,8 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
     ("badreputation", [r"bad reputation", r"low reputation", r"poor reputation",
                        r"reputation (?:of|is)", r"ip reputation"]),
     ("rejected", [
-        r"access denied \(in reply to mail from", r"all recipient addresses rejected : access denied",
+        r"access denied \(in reply to mail from",
+        r"all recipient addresses rejected : access denied",
         r"mailfrom domain is listed in", r"can'?t determine purported responsible address",
         r"send\w*.{0,40}blacklisted", r"fully qualified email address required",
         r"empty email address", r"sender domain (?:is empty|listed at)",
@@ -174,7 +175,8 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"our system has detected that this message is", r"likely (?:un)?solicited",
         r"rejected as spam", r"listed in (?:.*)?uribl", r"dangerous",
     ]),
-    ("speeding", [r"(?<!connection )rate limit", r"receiving mail at a rate", r"too many (?:e-?mails|messages) (?:sent|from)", r"sending rate",
+    ("speeding", [r"(?<!connection )rate limit", r"receiving mail at a rate",
+                  r"too many (?:e-?mails|messages) (?:sent|from)", r"sending rate",
                   r"rate of (?:incoming|email)", r"throttl", r"slow down"]),
     ("toomanyconn", [
         r"too many recipients", r"connection rate limit",
@@ -218,7 +220,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"service (?:is )?(?:temporarily )?not available", r"not configured", r"conversion failed",
         r"ldap", r"timed? ?out while", r"remote server (?:is )?misconfigured", r"loops back",
     ]),
-    ("networkerror", _NETWORK_PRECISE + [
+    ("networkerror", [*_NETWORK_PRECISE,
         r"network (?:error|is unreachable)", r"connection (?:timed out|reset|lost|closed|dropped)",
         r"could not connect", r"couldn'?t connect", r"unable to connect", r"timeout",
         r"dns (?:error|failure|lookup)", r"no route", r"lost connection", r"host is unreachable",
