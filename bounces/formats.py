@@ -162,6 +162,19 @@ def _diagnostic(lines: list[str], start: int, stop: int) -> str:
     return " ".join(" ".join(chunk).split())
 
 
+_REPLY_CODE = re.compile(r"(?<![\d.])[45]\d\d(?:[ -][45]\.\d{1,3}\.\d{1,3})?(?![\d.])")
+
+
+def _shared_reply(lines: list[str], first: int) -> str:
+    """An SMTP reply quoted in the few lines just above the first recipient line (reports that
+    state the reason once, then list the recipients it applies to), or ``""``."""
+    for line in reversed(lines[max(0, first - 6): first]):
+        stripped = line.strip()
+        if _REPLY_CODE.match(stripped):
+            return stripped
+    return ""
+
+
 def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipient]:
     """Find each failed recipient of a plain-text bounce with its diagnostic text."""
     lines = text.split("\n")
@@ -176,6 +189,7 @@ def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipie
     chosen = [(i, a) for i, a, rank in found if rank == best_rank or best_rank > 1]
     out: dict[str, TextRecipient] = {}
     whole = " ".join(text.split())
+    shared = _shared_reply(lines, chosen[0][0]) if chosen else ""
     for pos, (index, addr) in enumerate(chosen):
         if addr in out:
             continue
@@ -183,6 +197,8 @@ def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipie
         # often repeated inside its own explanation).
         stop = next((i for i, a in chosen[pos + 1:] if a != addr), len(lines))
         diag = _diagnostic(lines, index, max(stop, index + 1))
+        if shared and not _REPLY_CODE.search(diag):
+            diag = f"{shared} {diag}"  # one reply stated above the list applies to all of it
         if len(ADDR_RE.sub("", diag).strip(" <>:.()*")) < 8:
             diag = whole[:1000]  # the recipient's own lines say nothing: read the whole report
         if addr not in out:

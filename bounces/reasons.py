@@ -523,6 +523,6 @@ def bounce_type(reason: str, status: str, reply_code: int | None, action: str) -
     if reason in HARD_REASONS:
         return "hard"
     if reason == "notaccept":
-        permanent = status.startswith("5") or (reply_code is not None and reply_code >= 500)
+        permanent = not status.startswith("4") and (reply_code is None or reply_code >= 500)
         return "hard" if permanent else "soft"
     return "soft"

@@ -242,3 +242,34 @@ def test_pipe_framed_divider_cuts_the_returned_message() -> None:
     (result,) = classify(PIPE_DIVIDER)
     assert (result.recipient, result.reason) == ("someone@nowhere.b.test", "hostunknown")
     assert "Subject: hello" not in result.diagnostic
+
+
+REASON_ABOVE_LIST = b"""\
+From: postmaster@a.test
+To: sender@a.test
+Subject: Undeliverable mail
+
+Your message:
+   From:    sender@a.test
+   Subject: hello
+
+Could not be delivered because of
+
+550 5.1.1 User unknown
+
+The following recipients were affected:
+    gone@b.test
+"""
+
+
+def test_reply_stated_above_the_recipient_list_applies_to_it() -> None:
+    (result,) = classify(REASON_ABOVE_LIST)
+    assert (result.recipient, result.status, result.reason, result.bounce_type) == (
+        "gone@b.test", "5.1.1", "userunknown", "hard")
+
+
+def test_notaccept_without_a_temporary_code_is_hard() -> None:
+    from bounces.reasons import bounce_type
+    assert bounce_type("notaccept", "", None, "failed") == "hard"
+    assert bounce_type("notaccept", "4.0.0", None, "failed") == "soft"
+    assert bounce_type("notaccept", "", 421, "failed") == "soft"
