@@ -14,6 +14,8 @@ Pure: no I/O, no global state; :func:`classify` never raises, whatever the bytes
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bounces import arf, autoreply, dsn, formats
 from bounces.codes import find_reply_code, find_status
 from bounces.message import ParsedReport, parse_report
@@ -87,6 +89,9 @@ def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
     scanned = {r.recipient: r for r in formats.scan(report, text, set())} if text else {}
     out = []
     for rec in records:
+        if rec.recipient.startswith("@") and len(records) == 1 and len(scanned) == 1:
+            # A mangled field (``@host``): the report's text names the one recipient properly.
+            rec = replace(rec, recipient=next(iter(scanned)))
         extra = scanned.get(rec.recipient.lower())
         diagnostic = rec.diagnostic or (extra.diagnostic if extra else "")
         if not diagnostic:

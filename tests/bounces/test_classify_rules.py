@@ -273,3 +273,36 @@ def test_notaccept_without_a_temporary_code_is_hard() -> None:
     assert bounce_type("notaccept", "", None, "failed") == "hard"
     assert bounce_type("notaccept", "4.0.0", None, "failed") == "soft"
     assert bounce_type("notaccept", "", 421, "failed") == "soft"
+
+
+MANGLED_FINAL = b"""\
+From: Mail Delivery Subsystem <MAILER-DAEMON@mx.a.test>
+To: sender@a.test
+Subject: Returned mail: Host unknown
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+   ----- The following addresses had permanent fatal errors -----
+<someone@b.test>
+    (reason: 550 Host unknown)
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.a.test
+
+Final-Recipient: RFC822; @mx.b.test
+Action: failed
+Status: 5.1.2
+
+--B--
+"""
+
+
+def test_mangled_final_recipient_is_taken_from_the_text() -> None:
+    (result,) = classify(MANGLED_FINAL)
+    assert (result.recipient, result.reason, result.bounce_type) == (
+        "someone@b.test", "hostunknown", "hard")
