@@ -16,13 +16,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bounces import arf, autoreply, dsn, formats
+from bounces import arf, autoreply, dsn, formats, rhost
 from bounces.codes import find_reply_code, find_status
 from bounces.message import ParsedReport, parse_report
 from bounces.model import NOT_BOUNCE, BounceResult, BounceType
 from bounces.reasons import bounce_type, decide, smtp_command
 
 _MAX_DIAGNOSTIC = 1000
+#: PowerMTA's X-PowerMTA-BounceCategory values (its own verdict on each recipient).
+_CATEGORY_REASON = {
+    "bad-domain": "hostunknown", "bad-mailbox": "userunknown", "inactive-mailbox": "suspend",
+    "message-expired": "expired", "no-answer-from-host": "networkerror",
+    "policy-related": "policyviolation", "quota-issues": "mailboxfull",
+    "routing-errors": "systemerror", "spam-related": "spamdetected",
+}
 
 
 def classify(raw: bytes) -> list[BounceResult]:
@@ -103,8 +110,11 @@ def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
         action = rec.action or ("failed" if status.startswith(("4", "5")) else "")
         context = f"{diagnostic} {extra.diagnostic if extra else ''}"
         command = smtp_command(context) or smtp_command(text)
-        reason = decide(status, diagnostic, action, command, rec.diagnostic_type)
-        if reason in ("onhold", "undefined") and extra is not None:
+        remote = rec.remote_mta or rhost.remote_host(context)
+        vendor = _CATEGORY_REASON.get(rec.category, "") or rhost.provider_reason(
+            remote, rec.recipient, context, status, command, rec.reporting_mta)
+        reason = vendor or decide(status, diagnostic, action, command, rec.diagnostic_type)
+        if reason in ("onhold", "undefined") and extra is not None and not vendor:
             reason = decide(status, extra.diagnostic, action, command, rec.diagnostic_type)
         reply = find_reply_code(diagnostic)
         kind_reason = "delivered" if action in ("delivered", "relayed", "expanded") else reason
@@ -132,8 +142,10 @@ def _from_text(report: ParsedReport, text: str, original: tuple[tuple[str, str],
         reply = find_reply_code(item.diagnostic)
         action = "delayed" if item.delayed else "failed"
         command = smtp_command(item.diagnostic) or smtp_command(text)
-        reason = formats.format_hint(item.recipient) or decide(
-            status, item.diagnostic, action, command)
+        reason = (formats.format_hint(item.recipient)
+                  or rhost.provider_reason(rhost.remote_host(item.diagnostic), item.recipient,
+                                           item.diagnostic, status, command)
+                  or decide(status, item.diagnostic, action, command))
         out.append(BounceResult(
             kind="dsn", recipient=item.recipient, bounce_type=_btype(reason, status, reply, action),
             reason=reason, status=status, reply_code=reply,

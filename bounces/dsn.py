@@ -28,6 +28,7 @@ class DsnRecipient:
     diagnostic_type: str
     remote_mta: str
     reporting_mta: str
+    category: str = ""  # a vendor's own bounce category field (PowerMTA), lower-cased
 
 
 def _address(value: str) -> str:
@@ -118,6 +119,7 @@ def parse_fields(text: str) -> list[DsnRecipient]:
             diagnostic_type=dtype.strip().upper(),
             remote_mta=_address(fields.get("remote-mta", "")),
             reporting_mta=reporting,
+            category=fields.get("x-powermta-bouncecategory", "").strip().lower(),
         ))
     return out
 

@@ -1,0 +1,266 @@
+"""Provider-specific reasons: what a known remote host's own error codes and replies mean.
+
+Large mailbox providers document their refusals with their own labels (Cox's ``AUP#CXBL``,
+Orange's ``OFR_505``, GoDaddy's ``IB212``) or fixed reply texts whose meaning differs from the
+generic reading (Hotmail's "mailbox unavailable" is an unknown user). As Sisimai's ``Rhost``
+does, the provider is recognised by the remote MTA's host name or by the recipient's domain,
+and its table is read before the generic rules. Tables are keyed by the provider's documented
+codes and phrases, never by any one message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_Finder = Callable[[str, str, str], str]  # (diagnostic lower-cased, status, command) -> reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Provider:
+    name: str
+    hosts: tuple[str, ...]  # host-name suffixes (a leading dot: any sub-domain)
+    find: _Finder
+
+
+def _phrases(table: dict[str, tuple[str, ...]]) -> _Finder:
+    """A finder that returns the reason of the first listed phrase the diagnostic contains."""
+    def find(text: str, _status: str, _command: str) -> str:
+        for reason, phrases in table.items():
+            if any(p in text for p in phrases):
+                return reason
+        return ""
+    return find
+
+
+def _coded(pattern: str, codes: dict[str, str], fallback: _Finder | None = None) -> _Finder:
+    """A finder reading a provider's error label (group 1 of ``pattern``) from ``codes``."""
+    rule = re.compile(pattern, re.IGNORECASE)
+
+    def find(text: str, status: str, command: str) -> str:
+        for match in rule.finditer(text):
+            reason = codes.get(match.group(1).lower(), "")
+            if reason:
+                return reason
+        return fallback(text, status, command) if fallback else ""
+    return find
+
+
+def _table(spec: str) -> dict[str, str]:
+    """``"reason: code code; reason: code"`` -> {code: reason}."""
+    out: dict[str, str] = {}
+    for group in spec.split(";"):
+        reason, _, codes = group.partition(":")
+        for code in codes.split():
+            out[code.lower()] = reason.strip()
+    return out
+
+
+# Cox: https://www.cox.com/residential/support/email-error-codes.html ("AUP#CXBL").
+_COX = _coded(r"aup#([0-9a-z]+)", _table(
+    "blocked: CXBL CDRBL IPBL0001 IPBL0010 IPBL0100 IPBL0011 IPBL0101 IPBL0110 IPBL0111 IPBL1000 "
+    "IPBL1001 IPBL1010 IPBL1011 IPBL1100 IPBL1101 IPBL1110 IPBL1111 IPBL00001; "
+    "requireptr: CXDNS; authfailure: CXSNDR; rejected: CXSMTP; toomanyconn: CXCNCT CXMXRT; "
+    "securityerror: CXTHRT CXMJ; spamdetected: URLBL011 URLBL101 URLBL110 URLBL1001"), _phrases({
+        "blocked": ("cox too many bad commands from", "too many invalid recipients"),
+        "requireptr": ("dns check failure - try again later", "rejected - no rdns"),
+        "policyviolation": ("esmtp no data before greeting", "attachment extension is forbidden"),
+        "systemerror": ("esmtp server temporarily not available",),
+        "toomanyconn": ("too many sessions from", "requested action aborted: try again later",
+                        "message threshold exceeded"),
+        "userunknown": ("recipient rejected",),
+    }))
+
+#: Spectrum (Charter): four-digit "AUP#I-1310"/"AUP#O-1000" codes, in documented ranges.
+_SPECTRUM_RANGES = [
+    (1000, 1000, "blocked"), (1010, 1010, "rejected"), (1020, 1080, "rejected"),
+    (1090, 1090, "systemerror"), (1100, 1150, "requireptr"), (1160, 1190, "policyviolation"),
+    (1200, 1250, "blocked"), (1260, 1260, "networkerror"), (1300, 1340, "toomanyconn"),
+    (1350, 1490, "speeding"), (1500, 1520, "rejected"), (1530, 1530, "mesgtoobig"),
+    (1540, 1550, "speeding"), (1560, 1560, "policyviolation"), (1580, 1580, "speeding"),
+]
+_SPECTRUM_CODE = re.compile(r"aup#\D*(\d{4})")
+
+
+def _spectrum(text: str, _status: str, _command: str) -> str:
+    match = _SPECTRUM_CODE.search(text)
+    if not match:
+        return ""
+    code = int(match.group(1))
+    return next((r for low, high, r in _SPECTRUM_RANGES if low <= code <= high), "")
+
+
+# Orange / La Poste: "LPN007_510", "OFR005_505 [505]", "OFR_416".
+_FRANCEPTT = _coded(r"\b(?:lpnaaa|lpn|ofr|ouk)\w*?[_-](\d{3})\b", _table(
+    "blocked: 101 102 103 510 999; toomanyconn: 104; securityerror: 305 402; authfailure: 401 517;"
+    "rejected: 403 405 415 421; userunknown: 416; mailboxfull: 417; suspend: 420 426;"
+    "systemerror: 505; spamdetected: 506; mesgtoobig: 514; policyviolation: 630;"
+    # "Service refused, please try later" labels documented with no cause: nothing to tell.
+    "undefined: 105 107 108 109 201 423 424 513"), _phrases({
+        "authfailure": ("spf/dns de votre nom de domaine",)}))
+
+# GoDaddy: "IB212" labels.
+_GODADDY = _coded(r"\b(ib\d{3})\b", _table(
+    "securityerror: IB401; notcompliantrfc: IB501 IB502; rejected: IB506; authfailure: IB508;"
+    "requireptr: IB108; spamdetected: IB212; virusdetected: IB705; toomanyconn: IB605 IB007;"
+    "speeding: IB101 IB504 IB510 IB607; blocked: IB110 IB111 IB112 IB113 IB104 IB105 IB106;"
+    "badreputation: IB103"), _phrases({
+        "blocked": ("rbl reject", "www.spamhaus.org/query/bl?ip="),
+        "expired": ("has been in the queue too long", "delivery timeout"),
+        "mailboxfull": ("account storage limit",),
+        "spamdetected": ("message rejected for spam or virus content",),
+        "suspend": ("account disabled",),
+        "systemerror": ("message is looping",),
+        "userunknown": ("recipient not found", "account does not exist"),
+    }))
+
+_KDDI = _phrases({"filtered": ("550 : user unknown",), "userunknown": (">: user unknown",)})
+
+_MESSAGELABS = _phrases({
+    "authfailure": ("domain authentication fail",),
+    "badreputation": ("connection rejected by policy",),
+    "blocked": ("mail rejected because your ip is in the pbl", "your ip address has been "),
+    "contenterror": ("stray linefeeds in message",),
+    "securityerror": ("tls/sslv3 connection required",
+                      "please turn on smtp authentication in your mail client"),
+    "norelaying": (" as a relay, ",),
+    "notcompliantrfc": ("550 requested action aborted [4]",
+                        "has detected that this message is not rfc 5322"),
+    "rejected": ("sender envelope domain not allowed for sender ip address",
+                 "your domain has been blocked", "your email address has been blocked",
+                 "your envelope sender is in my badmailfrom list",
+                 "your email address has been blacklisted", "your domain has been blacklisted"),
+    "spamdetected": ("message filtered", "filtered by outbound scanning"),
+    "toomanyconn": ("too many recipients received this hour", "too many messages"),
+    "userunknown": ("no such user", "invalid recipient", "mailbox is not allowed"),
+})
+
+_MIMECAST = _phrases({
+    "authfailure": ("spf sender invalid - envelope rejected", "dkim sender invalid - envelope",
+                    "dmarc sender invalid - envelope rejected"),
+    "badreputation": ("internal resources are temporarily unavailable",
+                      "local ct ip reputation - (reject)"),
+    "blocked": ("sender address blocked", "recipient temporarily unavailable",
+                "ip temporarily blacklisted"),
+    "mesgtoobig": ("maximum email size exceeded",),
+    "networkerror": ("the incorrect hostname used for inbounds", "mail loop detected"),
+    "norelaying": ("open relay not allowed", "open relay is not allowed"),
+    "notaccept": ("account inbounds disabled",),
+    "policyviolation": ("anti-spoofing policy - inbound not allowed",
+                        "rejected by header-based anti-spoofing policy",
+                        "message bounced due to content examination policy",
+                        "host network not allowed", "host network, not allowed"),
+    "rejected": ("administrative prohibition envelope blocked", "envelope blocked - user",
+                 "blocked senders - block", "envelope rejected - block policy"),
+    "securityerror": ("incorrect authentication data", "submitter failed to",
+                      "this route requires encryption (tls)",
+                      "this route requires tls version 1.2"),
+    "systemerror": ("unable to process connection at this time", "message ended early",
+                    "unable to process command", "unable to process an email at this time"),
+    "toomanyconn": ("account service is temporarily unavailable",
+                    "exceeding outbound thread limit"),
+    "virusdetected": ("email rejected due to security policies",),
+    "userunknown": ("invalid recipient",),
+})
+
+_DOCOMO_PHRASES = _phrases({
+    "mailboxfull": ("552 too much mail data",),
+    "syntaxerror": ("503 bad sequence of commands", "504 command parameter not implemented"),
+    "toomanyconn": ("552 too many recipients",),
+})
+
+
+def _nttdocomo(text: str, status: str, command: str) -> str:
+    """NTT docomo refuses unknown users at RCPT, and its domain and reception filters after
+    DATA with the same "550 Unknown user" wording: the command tells them apart."""
+    if status in ("5.1.1", ""):
+        return "userunknown"
+    if status == "5.2.0":
+        return "filtered"
+    found = _DOCOMO_PHRASES(text, status, command)
+    if found or status != "5.0.0":
+        return found
+    return {"RCPT": "userunknown", "DATA": "rejected"}.get(command, "")
+
+
+_OUTLOOK = _phrases({
+    "hostunknown": ("the mail could not be delivered to the recipient because the domain is "
+                    "not reachable",),
+    "userunknown": ("requested action not taken: mailbox unavailable",),
+})
+
+_YAHOO = _phrases({
+    "authfailure": ("yahoo requires all senders to authenticate with either spf or dkim",),
+    "blocked": (" because the ip is in spamhaus's list;",
+                "not accepted from ip addresses on spamhaus xbl"),
+    "norelaying": ("relaying denied for ",),
+    "notcompliantrfc": ("headers are not rfc compliant",),
+    "policyviolation": ("not accepted for policy reasons",),
+    "rejected": ("temporarily deferred due to unexpected volume or user complaints",
+                 "due to unresolvable rfc.5321 domain", " will be permanently deferred"),
+    "speeding": ("user is receiving mail too quickly",),
+    "suspend": (" is no longer valid.", "this mailbox is disabled"),
+    "syntaxerror": ("syntax error in parameters or arguments",),
+    "toomanyconn": ("max message per connection reached",),
+    "userunknown": ("dd this user doesn't have a ", "mailbox not found"),
+})
+
+PROVIDERS: tuple[_Provider, ...] = (
+    _Provider("Cox", ("cox.net",), _COX),
+    _Provider("Spectrum", ("charter.net",), _spectrum),
+    _Provider("FrancePTT", (".laposte.net", ".orange.fr", ".wanadoo.fr"), _FRANCEPTT),
+    _Provider("GoDaddy", ("smtp.secureserver.net", "mailstore1.secureserver.net"), _GODADDY),
+    _Provider("KDDI", (".ezweb.ne.jp", "msmx.au.com"), _KDDI),
+    _Provider("MessageLabs", (".messagelabs.com",), _MESSAGELABS),
+    _Provider("Mimecast", (".mimecast.com",), _MIMECAST),
+    _Provider("NTTDOCOMO", ("mfsmax.docomo.ne.jp",), _nttdocomo),
+    _Provider("Outlook", (".hotmail.com",), _OUTLOOK),
+    _Provider("YahooInc", (".yahoodns.net",), _YAHOO),
+)
+
+
+def _host_matches(host: str, suffix: str) -> bool:
+    bare = suffix.lstrip(".")
+    return host == bare or host.endswith("." + bare)
+
+
+def provider(remote_host: str, recipient: str, reporting_host: str = "") -> _Provider | None:
+    """The provider a bounce came from: by the recipient's domain (a provider's own domain or
+    the domain of one of its mail hosts), else by the remote MTA's host name, else by the
+    reporting MTA's (a provider reporting its own refusal)."""
+    domain = recipient.rpartition("@")[2].lower().strip(". ")
+    if domain:
+        for prov in PROVIDERS:
+            if any(_host_matches(h.lstrip("."), domain) for h in prov.hosts):
+                return prov
+    for host in (remote_host.lower().strip(". "), reporting_host.lower().strip(". ")):
+        if not host:
+            continue
+        for prov in PROVIDERS:
+            if any(_host_matches(host, h) for h in prov.hosts):
+                return prov
+    return None
+
+
+_HOST_IN_TEXT = re.compile(
+    r"(?:\bhost|remote-mta:\s*dns;|while talking to|\bmx(?: host)?|connecting to)\s+"
+    r"\[?([a-z0-9][a-z0-9.-]*\.[a-z]{2,})", re.IGNORECASE)
+
+
+def remote_host(text: str) -> str:
+    """The remote MTA host name a report's text names (``host mx.example.net[192.0.2.1] said``),
+    or ``""``."""
+    match = _HOST_IN_TEXT.search(text)
+    return match.group(1).lower() if match else ""
+
+
+def provider_reason(remote: str, recipient: str, diagnostic: str, status: str,
+                    command: str, reporting: str = "") -> str:
+    """The reason the provider's documented codes or replies give, or ``""``."""
+    if not diagnostic:
+        return ""
+    prov = provider(remote, recipient, reporting)
+    if prov is None:
+        return ""
+    return prov.find(" ".join(diagnostic.lower().split()), status, command)
