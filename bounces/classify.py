@@ -14,6 +14,7 @@ Pure: no I/O, no global state; :func:`classify` never raises, whatever the bytes
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from bounces import arf, autoreply, dsn, formats, rhost
@@ -23,6 +24,7 @@ from bounces.model import NOT_BOUNCE, BounceResult, BounceType
 from bounces.reasons import bounce_type, decide, smtp_command
 
 _MAX_DIAGNOSTIC = 1000
+_CUT_REPLY = re.compile(r"[245]\d\d-")
 #: PowerMTA's X-PowerMTA-BounceCategory values (its own verdict on each recipient).
 _CATEGORY_REASON = {
     "bad-domain": "hostunknown", "bad-mailbox": "userunknown", "inactive-mailbox": "suspend",
@@ -100,6 +102,8 @@ def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
             # A mangled field (``@host``): the report's text names the one recipient properly.
             rec = replace(rec, recipient=next(iter(scanned)))
         extra = scanned.get(rec.recipient.lower())
+        if extra is None and len(records) == 1 and len(scanned) == 1:
+            extra = next(iter(scanned.values()))  # one recipient, named differently in the text
         diagnostic = rec.diagnostic or (extra.diagnostic if extra else "")
         if not diagnostic:
             diagnostic = " ".join(text.split())[:_MAX_DIAGNOSTIC]
@@ -113,7 +117,10 @@ def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
         remote = rec.remote_mta or rhost.remote_host(context)
         vendor = _CATEGORY_REASON.get(rec.category, "") or rhost.provider_reason(
             remote, rec.recipient, context, status, command, rec.reporting_mta)
-        reason = vendor or decide(status, diagnostic, action, command, rec.diagnostic_type)
+        # A multi-line reply cut to its first line ("552-5.7.0 ...") is read with the report
+        # text that quotes the rest of it.
+        told = context if _CUT_REPLY.match(diagnostic) else diagnostic
+        reason = vendor or decide(status, told, action, command, rec.diagnostic_type)
         if reason in ("onhold", "undefined") and extra is not None and not vendor:
             reason = decide(status, extra.diagnostic, action, command, rec.diagnostic_type)
         reply = find_reply_code(diagnostic)

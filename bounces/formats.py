@@ -34,6 +34,7 @@ _DIVIDER = re.compile(
     r"|content-type: message/rfc822"
     r"|-{3,} original message -{3,}"
     r"|(?:the )?(?:original|returned) message (?:is attached|is below|follows)"
+    r"|included is a copy of the message header"
     r")")
 _HEADERISH = re.compile(r"(?m)^(?:Return-Path|Received|DKIM-Signature|Message-ID|From|Date):[ \t]")
 

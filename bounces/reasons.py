@@ -312,8 +312,8 @@ _FIRST_PASS = ("mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved"
                "toomanyconn", "blocked")
 #: Second pass, when the first found nothing: broader phrases, still in priority order.
 _SECOND_PASS = ("mailboxfull", "authfailure", "badreputation", "speeding", "spamdetected",
-                "policyviolation", "virusdetected", "norelaying", "securityerror", "expired",
-                "systemerror", "networkerror", "suspend", "contenterror", "systemfull", "notaccept",
+                "policyviolation", "virusdetected", "norelaying", "securityerror",
+                "systemerror", "expired", "networkerror", "suspend", "contenterror", "systemfull", "notaccept",
                 "mailererror")
 #: Status-derived reasons too vague to stand when the text says something sharper.
 _VAGUE = frozenset({"", "userunknown", "undefined", "onhold", "systemerror", "securityerror",
@@ -435,7 +435,7 @@ def _join_continuations(text: str) -> str:
     prefix = first.group(0).strip()
     head, tail = text[: first.end()], text[first.end():]
     for variant in (prefix, prefix.replace("-", " ", 1)):
-        tail = tail.replace(f" {variant} ", " ")
+        tail = tail.replace(f" <<< {variant} ", " ").replace(f" {variant} ", " ")
     return head + tail
 #: Phrases that settle a reason before any status code: each names one precise condition.
 _EARLY: list[tuple[str, re.Pattern[str]]] = [
