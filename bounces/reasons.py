@@ -313,8 +313,8 @@ _FIRST_PASS = ("mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved"
 #: Second pass, when the first found nothing: broader phrases, still in priority order.
 _SECOND_PASS = ("mailboxfull", "authfailure", "badreputation", "speeding", "spamdetected",
                 "policyviolation", "virusdetected", "norelaying", "securityerror",
-                "systemerror", "expired", "networkerror", "suspend", "contenterror", "systemfull", "notaccept",
-                "mailererror")
+                "systemerror", "expired", "networkerror", "suspend", "contenterror", "systemfull",
+                "notaccept", "mailererror")
 #: Status-derived reasons too vague to stand when the text says something sharper.
 _VAGUE = frozenset({"", "userunknown", "undefined", "onhold", "systemerror", "securityerror",
                     "networkerror"})
