@@ -212,6 +212,99 @@ class Settings(BaseSettings):
     # -- ingest (IMAP): fields added by ingest/ ------------------------------------------
 
     # -- bounces (SMTP listener, processing): fields added by bounces/ -------------------
+    smtp_hostname: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^[A-Za-z0-9.\-]*$",
+        description="Host name the bounce listener greets with (220/EHLO). Empty: the "
+        "machine's host name (never a DNS lookup).",
+    )
+    smtp_max_message_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        le=100 * 1024 * 1024,
+        description="Largest message the bounce listener accepts, in bytes (larger: "
+        "552 5.3.4) (1 KB-100 MB).",
+    )
+    smtp_max_recipients: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="Recipients per message the bounce listener accepts (more: 452) "
+        "(1-10000).",
+    )
+    smtp_max_line_bytes: int = Field(
+        default=8192,
+        ge=1001,
+        le=1024 * 1024,
+        description="Longest command or message line the bounce listener reads, in bytes "
+        "with CRLF (RFC 5321 asks for 1000; some MTAs exceed it) (1001-1 MB).",
+    )
+    smtp_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=100000,
+        description="Concurrent connections the bounce listener serves, all clients "
+        "together (more: 421) (1-100000).",
+    )
+    smtp_max_connections_per_ip: int = Field(
+        default=50,
+        ge=1,
+        le=10000,
+        description="Concurrent connections the bounce listener serves per client IP "
+        "address (more: 421) (1-10000).",
+    )
+    smtp_idle_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="Seconds the bounce listener waits for the next SMTP command before it "
+        "closes the connection (0-3600].",
+    )
+    smtp_data_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="Seconds a whole DATA phase (message transfer) may take on the bounce "
+        "listener (0-3600].",
+    )
+    smtp_commit_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Seconds the bounce listener waits to commit a message to PostgreSQL "
+        "and queue its processing; longer (or any storage failure): 451 4.3.0, the sender "
+        "retries (0-300].",
+    )
+    smtp_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate chain for STARTTLS on the bounce listener (with "
+        "smtp_tls_key_file). Unset: no STARTTLS.",
+    )
+    smtp_tls_key_file: Path | None = Field(
+        default=None,
+        description="PEM private key for smtp_tls_cert_file.",
+    )
+    bounce_soft_limit: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Soft bounces of one recipient within bounce_soft_window_days after "
+        "which it is suppressed (1-1000).",
+    )
+    bounce_soft_window_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Window in days over which soft bounces are counted (1-3650).",
+    )
+    bounce_requeue_after_s: float = Field(
+        default=300.0,
+        ge=10,
+        le=86400,
+        description="A message the bounce listener stored whose processing has not finished "
+        "after this many seconds is queued for processing again (10-86400).",
+    )
 
     # -- delivery (SMTP pool, DKIM, rate limits): fields added by delivery/ -------------
 
