@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from bounces import arf, autoreply, dsn, formats, rhost
+from bounces import arf, autoreply, dsn, formats, rhost, sesjson
 from bounces.codes import find_reply_code, find_status
 from bounces.message import ParsedReport, parse_report
 from bounces.model import NOT_BOUNCE, BounceResult, BounceType
@@ -49,6 +49,9 @@ def _classify(raw: bytes) -> list[BounceResult]:
     message_id = report.original("Message-ID").strip()
     if arf.is_feedback(report):
         return _complaints(report, original, message_id)
+    ses = sesjson.events(report.text_parts[0]) if report.text_parts else []
+    if ses:
+        return [_from_ses(event, message_id) for event in ses]
     records = _dsn_records(report)
     if records:
         return _from_dsn(report, text, records, original, message_id)
@@ -159,6 +162,29 @@ def _from_text(report: ParsedReport, text: str, original: tuple[tuple[str, str],
             diagnostic=item.diagnostic[:_MAX_DIAGNOSTIC], action=action,
             original_message_id=message_id, original_headers=original))
     return out
+
+
+def _from_ses(event: sesjson.SesEvent, message_id: str) -> BounceResult:
+    """One result per recipient of an Amazon SES JSON notification."""
+    if event.kind == "complaint":
+        return BounceResult(kind="complaint", recipient=event.recipient.lower(),
+                            reason="feedback", feedback_type=event.feedback_type,
+                            original_message_id=message_id)
+    status = event.status or find_status(event.diagnostic)
+    action = event.action or ("failed" if event.permanent else "delayed")
+    if event.kind == "delivery" or status.startswith("2."):
+        reason = "delivered"
+    else:
+        reason = decide(status, event.diagnostic, action, smtp_command(event.diagnostic))
+        if reason in ("onhold", "undefined"):
+            reason = sesjson.SUBTYPE_REASON.get(event.subtype, reason)
+    reply = find_reply_code(event.diagnostic)
+    return BounceResult(
+        kind="dsn", recipient=event.recipient.lower(),
+        bounce_type=_btype(reason, status, reply, action), reason=reason,
+        status=status or find_status(event.diagnostic), reply_code=reply,
+        diagnostic=event.diagnostic[:_MAX_DIAGNOSTIC], remote_mta=event.remote_mta,
+        action=action, original_message_id=message_id)
 
 
 def _complaints(report: ParsedReport, original: tuple[tuple[str, str], ...],
