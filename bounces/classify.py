@@ -118,8 +118,10 @@ def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
         context = f"{diagnostic} {extra.diagnostic if extra else ''}"
         command = smtp_command(context) or smtp_command(text)
         remote = rec.remote_mta or rhost.remote_host(context)
-        vendor = _CATEGORY_REASON.get(rec.category, "") or rhost.provider_reason(
-            remote, rec.recipient, context, status, command, rec.reporting_mta)
+        vendor = (_CATEGORY_REASON.get(rec.category, "")
+                  or rhost.appliance_reason(report.header, context)
+                  or rhost.provider_reason(remote, rec.recipient, context, status, command,
+                                           rec.reporting_mta))
         # A multi-line reply cut to its first line ("552-5.7.0 ...") is read with the report
         # text that quotes the rest of it.
         told = context if _CUT_REPLY.match(diagnostic) else diagnostic
@@ -153,6 +155,7 @@ def _from_text(report: ParsedReport, text: str, original: tuple[tuple[str, str],
         action = "delayed" if item.delayed else "failed"
         command = smtp_command(item.diagnostic) or smtp_command(text)
         reason = (formats.format_hint(item.recipient)
+                  or rhost.appliance_reason(report.header, item.diagnostic)
                   or rhost.provider_reason(rhost.remote_host(item.diagnostic), item.recipient,
                                            item.diagnostic, status, command)
                   or decide(status, item.diagnostic, action, command))

@@ -439,6 +439,14 @@ def _join_continuations(text: str) -> str:
     return head + tail
 #: Phrases that settle a reason before any status code: each names one precise condition.
 _EARLY: list[tuple[str, re.Pattern[str]]] = [
+    # A local delivery agent's own verdict (mail.local, maildrop, vpopmail, vmailmgr,
+    # procmail): the mailbox is gone or full, whatever code the MTA wrapped it in.
+    ("userunknown", re.compile(
+        r"(?:mail\.local|maildrop|vdelivermail|vdeliver): .{0,20}(?:unknown user|"
+        r"invalid user|user does not exist|(?:invalid or )?unknown virtual user)", re.IGNORECASE)),
+    ("mailboxfull", re.compile(
+        r"(?:mail\.local|maildrop|procmail|vdelivermail|dovecot): .{0,40}(?:quota exceeded|"
+        r"over quota|mailbox (?:for user )?is full)", re.IGNORECASE)),
     ("notaccept", re.compile(
         r"null mx|doesn'?t receive e-?mail|does not accept mail|no mx (?:record )?found|"
         r"couldn'?t find (?:a|any) (?:mail exchanger|host)", re.IGNORECASE)),

@@ -264,3 +264,21 @@ def provider_reason(remote: str, recipient: str, diagnostic: str, status: str,
     if prov is None:
         return ""
     return prov.find(" ".join(diagnostic.lower().split()), status, command)
+
+
+#: Reporting appliances recognised by a header of their own, whose reports decide the reason
+#: themselves (Sisimai's per-MTA parsers): McAfee's gateway reports its next hop's refusal of an
+#: unknown recipient, whatever the SMTP stage, as an unknown user.
+_APPLIANCES: tuple[tuple[str, str, tuple[tuple[str, re.Pattern[str]], ...]], ...] = (
+    ("X-NAI-Header", "mcafee", (
+        ("userunknown", re.compile(
+            r"user not exist|unknown user|no such user|user unknown|\bunknown\.", re.I)),)),
+)
+
+
+def appliance_reason(header: Callable[[str], str], diagnostic: str) -> str:
+    """The reason a recognised reporting appliance's own wording gives, or ``""``."""
+    for name, marker, rules in _APPLIANCES:
+        if marker in header(name).lower():
+            return next((reason for reason, rule in rules if rule.search(diagnostic)), "")
+    return ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bounces.classify import classify
+from bounces.reasons import decide
 from bounces.rhost import provider, provider_reason, remote_host
 
 PROVIDER_CASES = [
@@ -89,3 +90,32 @@ def test_powermta_bounce_category_decides() -> None:
     assert (res.recipient, res.reason, res.bounce_type) == ("a@c.test", "userunknown", "hard")
     (crlf,) = classify(POWERMTA.replace(b"\n", b"\r\n"))
     assert crlf == res
+
+
+MCAFEE = b"""From: postmaster@gw.b.test
+To: sender@b.test
+Subject: Delivery Status Notification (Failure)
+X-NAI-Header: Modified by McAfee Email and Web Security Virtual Appliance
+Content-Type: text/plain
+
+Your message could not be delivered.
+
+<a@c.test>:
+550 Unknown user a@c.test
+"""
+
+
+def test_appliance_report_decides_unknown_user() -> None:
+    (res,) = classify(MCAFEE)
+    assert (res.recipient, res.reason, res.bounce_type) == ("a@c.test", "userunknown", "hard")
+    (plain,) = classify(MCAFEE.replace(b"X-NAI-Header", b"X-Other"))
+    assert plain.reason == "filtered"  # without the appliance: a quoted reply of unknown stage
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("554 5.5.0 mail.local: unknown user: kim", "userunknown"),
+    ("550 maildrop: invalid user specified", "userunknown"),
+    ("554 5.5.0 procmail: Quota exceeded while writing '/var/mail/kim'", "mailboxfull"),
+])
+def test_local_delivery_agent_verdicts(text: str, reason: str) -> None:
+    assert decide("5.5.0", text, "failed") == reason
