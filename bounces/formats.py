@@ -90,6 +90,10 @@ _RCPT_LINE = [
 _IGNORE_LOCAL = re.compile(
     r"^(?:post_?master|mailer-daemon|mailerdaemon|abuse|root|daemon|noreply|no-reply|"
     r"bounce[s]?|double-bounce|nobody|mail-daemon)$", re.IGNORECASE)
+#: An X.400-style address type prefix glued to the local part (Exchange's ``dda:SMTP=a@b``).
+_X400_PREFIX = re.compile(r"^(?:smtp|rfc-?822)=", re.IGNORECASE)
+#: PMDF names the rewritten address, then the address the sender used: the latter is reported.
+_ORIGINAL_ADDRESS = re.compile(rf"(?i)^[ \t]*original address:[ \t]*<?({_ADDR})")
 _MESSAGE_ID_LINE = re.compile(r"(?i)message-?id|in-reply-to|references|\bid\b\s*[:=]?\s*<")
 
 
@@ -149,12 +153,24 @@ def _candidates(lines: list[str], exclude: set[str],
             match = pattern.search(line)
             if not match:
                 continue
-            addr = match.group(1).strip(".'\"").lower()
+            addr = _X400_PREFIX.sub("", match.group(1).strip(".'\"").lower())
             if addr in exclude or (not keep_role and _IGNORE_LOCAL.match(addr.split("@")[0])):
                 continue
             found.append((index, addr, rank))
             break
     return found
+
+
+def _prefer_original(lines: list[str],
+                     found: list[tuple[int, str, int]]) -> list[tuple[int, str, int]]:
+    """Replace a rewritten recipient by the "Original address:" given on the next line."""
+    out = []
+    for index, addr, rank in found:
+        nxt = _ORIGINAL_ADDRESS.match(lines[index + 1]) if index + 1 < len(lines) else None
+        if nxt and "address" in lines[index].lower():
+            addr = nxt.group(1).lower()
+        out.append((index, addr, rank))
+    return out
 
 
 def _diagnostic(lines: list[str], start: int, stop: int) -> str:
@@ -186,6 +202,7 @@ def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipie
                   if "@" in a]
     if not found and not failed_hdr:
         return []
+    found = _prefer_original(lines, found)
     best_rank = min((rank for _, _, rank in found), default=0)
     chosen = [(i, a) for i, a, rank in found if rank == best_rank or best_rank > 1]
     out: dict[str, TextRecipient] = {}

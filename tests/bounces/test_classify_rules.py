@@ -306,3 +306,33 @@ def test_mangled_final_recipient_is_taken_from_the_text() -> None:
     (result,) = classify(MANGLED_FINAL)
     assert (result.recipient, result.reason, result.bounce_type) == (
         "someone@b.test", "hostunknown", "hard")
+
+
+PMDF_TEXT = b"""From: PMDF e-Mail Interconnect <postmaster@relay.b.test>
+To: sender@b.test
+Subject: Delivery Notification: Delivery has failed
+
+Your message cannot be delivered to the following recipients:
+
+  Recipient address: KIM@relay.b.test
+  Original address: kim@c.test
+%MAIL-E-OPENOUT, error opening !AS as output
+-SYSTEM-F-EXDISKQUOTA, disk quota exceeded
+"""
+
+X400_TEXT = b"""From: postmaster@gw.b.test
+To: sender@b.test
+Subject: Undeliverable: hello
+
+Your message did not reach some or all of the intended recipients.
+
+The following recipient(s) could not be reached:
+
+c=US;a= ;p=ORG;o=Gw;dda:SMTP=kim@c.test; on Fri, 4 Oct 2002
+    The recipient name is not recognized
+"""
+
+
+def test_text_recipient_original_address_and_x400_prefix() -> None:
+    assert [r.recipient for r in classify(PMDF_TEXT)] == ["kim@c.test"]
+    assert [r.recipient for r in classify(X400_TEXT)] == ["kim@c.test"]
