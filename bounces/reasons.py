@@ -128,7 +128,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
     ]),
     ("notcompliantrfc", [
         r"rfc ?5322", r"rfc ?2822", r"rfc ?822 compliant", r"not rfc compliant",
-        r"duplicate header", r"multiple (?:addresses )?in from", r"header .*not compliant",
+        r"multiple (?:addresses )?in from", r"header .*not compliant",
     ]),
     ("badreputation", [r"bad reputation", r"low reputation", r"poor reputation",
                        r"reputation (?:of|is)", r"ip reputation"]),
@@ -245,6 +245,7 @@ _RULES_SRC: list[tuple[str, list[str]]] = [
         r"8-?bit data", r"invalid (?:mime|header|character)", r"malformed", r"improper use",
         r"content (?:error|type)", r"too many (?:received|\"received\") headers",
         r"message header", r"mime", r"encoding", r"illegal attachment", r"header size exceeds",
+        r"duplicate header",
     ]),
     ("systemfull", [r"disk full", r"(?:out of|insufficient) (?:disk|system) (?:space|storage)",
                     r"file system full", r"system (?:is )?full", r"mail system full"]),
@@ -290,7 +291,7 @@ _STATUS_TABLE: dict[str, str] = {
     "notaccept": "4.3.2 5.3.2 5.7.27",
     "expired": "4.4.1 4.4.7",
     "networkerror": "4.4.2 4.4.4 4.4.6 4.4.8 5.4.0",
-    "contenterror": "4.6.0 4.6.2 4.6.5 5.6.0 5.6.1 5.6.2 5.6.3 5.6.5 5.6.6 5.6.7 5.6.8 5.6.9",
+    "contenterror": "4.6.2 4.6.5 5.6.1 5.6.2 5.6.3 5.6.5 5.6.6 5.6.7 5.6.8 5.6.9",
     "blocked": "4.7.1 4.7.2",
     "requireptr": "4.7.25 5.7.25",
     "securityerror": "4.7.5 4.7.6 4.7.7 4.7.12 4.7.15 5.7.0 5.7.1 5.7.2 5.7.3 5.7.4 5.7.5 5.7.6 "
@@ -321,7 +322,7 @@ _VAGUE = frozenset({"", "userunknown", "undefined", "onhold", "systemerror", "se
 #: Phrases that, next to an "unknown user" status, show the refusal was about something else.
 _NOT_REALLY_UNKNOWN = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "filtered")
 #: Status-derived reasons specific enough that another reason's wording does not override them.
-_STRONG = frozenset(_FIRST_PASS) - {"userunknown", "filtered"}
+_STRONG = (frozenset(_FIRST_PASS) - {"userunknown", "filtered"}) | {"contenterror"}
 _BEFORE_DATA = frozenset({"CONN", "HELO", "EHLO", "MAIL", "RCPT", "STARTTLS", "AUTH"})
 
 _COMMAND = re.compile(
@@ -454,6 +455,10 @@ _EARLY: list[tuple[str, re.Pattern[str]]] = [
         r"virus (?:detected|found)|(?:contains|infected with) (?:a )?virus|malware detected",
         re.IGNORECASE)),
     ("notcompliantrfc", re.compile(r"multiple addresses in from:? header", re.IGNORECASE)),
+    # Exchange's categorised NDR codes name the condition exactly.
+    ("userunknown", re.compile(r"resolver\.adr\.(?:ex)?recipnotfound", re.IGNORECASE)),
+    ("mesgtoobig", re.compile(r"resolver\.rst\.(?:recip|send)sizelimit", re.IGNORECASE)),
+    ("expired", re.compile(r"queue\.expired", re.IGNORECASE)),
     ("mailererror", re.compile(
         r"procmail: |command output:|\"\|[^\"]*\"\.\.\.|mailer error\b|x-unix;", re.IGNORECASE)),
     ("policyviolation", re.compile(
@@ -464,6 +469,7 @@ _EARLY: list[tuple[str, re.Pattern[str]]] = [
 #: Status-derived reasons the text's precise network wording overrides.
 _NETWORK_OVER = frozenset({"expired", "", "systemerror"})
 _NETWORK_RULE = re.compile("|".join(_NETWORK_PRECISE), re.IGNORECASE)
+_MESSAGE_EXPIRED = re.compile(r"\bmessage expired\b", re.IGNORECASE)
 
 
 def _early_reason(text: str, by_status: str) -> str:
@@ -474,6 +480,8 @@ def _early_reason(text: str, by_status: str) -> str:
     if by_status in _NETWORK_OVER and _NETWORK_RULE.search(text) and not _matches(
             "hostunknown", text):
         return "networkerror"
+    if _MESSAGE_EXPIRED.search(text):
+        return "expired"  # Exchange Online: "Message expired, <the last error>"
     return ""
 
 

@@ -336,3 +336,20 @@ c=US;a= ;p=ORG;o=Gw;dda:SMTP=kim@c.test; on Fri, 4 Oct 2002
 def test_text_recipient_original_address_and_x400_prefix() -> None:
     assert [r.recipient for r in classify(PMDF_TEXT)] == ["kim@c.test"]
     assert [r.recipient for r in classify(X400_TEXT)] == ["kim@c.test"]
+
+
+@pytest.mark.parametrize(("status", "text", "reason"), [
+    ("5.2.3", "550 5.2.3 RESOLVER.RST.RecipSizeLimit; message too large for this recipient",
+     "mesgtoobig"),
+    ("5.1.1", "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found", "userunknown"),
+    ("5.4.316", "550 5.4.316 Message expired, connection refused", "expired"),
+    ("5.4.312", "550 5.4.312 Message expired, DNS query failed", "networkerror"),
+    ("5.0.0", "554 Transaction failed: Duplicate header 'DKIM-Signature'.", "contenterror"),
+    ("5.6.1", "500 5.6.1 Message content rejected", "contenterror"),
+    ("5.7.1", "550 5.7.1 message content rejected", "spamdetected"),
+    ("5.6.0", "554 5.6.0 This message has been scored as spam", "spamdetected"),
+    ("4.4.3", "Unable to contact LDAP server. (#4.4.3) I'm not going to try again; this "
+              "message has been in the queue too long.", "systemerror"),
+])
+def test_vendor_codes_and_specific_status(status: str, text: str, reason: str) -> None:
+    assert decide(status, text, "failed") == reason
