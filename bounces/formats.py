@@ -35,6 +35,7 @@ _DIVIDER = re.compile(
     r"|-{3,} original message -{3,}"
     r"|(?:the )?(?:original|returned) message (?:is attached|is below|follows)"
     r"|included is a copy of the message header"
+    r"|-{20,}[ \t]*$(?=\n(?:received|return-path|message-id|date|from):)"
     r")")
 _HEADERISH = re.compile(r"(?m)^(?:Return-Path|Received|DKIM-Signature|Message-ID|From|Date):[ \t]")
 

@@ -506,6 +506,8 @@ def decide(status: str, diagnostic: str, action: str, command: str = "",
     command = command or smtp_command(diagnostic)
     for reason in _FIRST_PASS:
         if _confirmed(reason, by_status, diagnostic, command):
+            if reason == "hostunknown" and status.startswith("4."):
+                return "networkerror"  # a lookup that may succeed later: not a dead domain
             return reason
     if by_status not in _VAGUE:
         return by_status

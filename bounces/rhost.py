@@ -115,7 +115,12 @@ _GODADDY = _coded(r"\b(ib\d{3})\b", _table(
         "userunknown": ("recipient not found", "account does not exist"),
     }))
 
-_KDDI = _phrases({"filtered": ("550 : user unknown",), "userunknown": (">: user unknown",)})
+# KDDI (au/EZweb): a refusal by the recipient's domain or sender filter is reported as a
+# rejection "by a remote mail server", or as an unknown user with an empty address.
+_KDDI = _phrases({
+    "filtered": ("550 : user unknown", "recipients was rejected by a remote mail server"),
+    "userunknown": (">: user unknown",),
+})
 
 _MESSAGELABS = _phrases({
     "authfailure": ("domain authentication fail",),

@@ -119,3 +119,11 @@ def test_appliance_report_decides_unknown_user() -> None:
 ])
 def test_local_delivery_agent_verdicts(text: str, reason: str) -> None:
     assert decide("5.5.0", text, "failed") == reason
+
+
+def test_kddi_domain_filter_and_temporary_dns_failure() -> None:
+    assert provider_reason("", "a@ezweb.ne.jp", "Each of the following recipients was rejected "
+                           "by a remote mail server.", "", "") == "filtered"
+    text = "DNS Error: DNS type 'mx' lookup of c.test responded with code NXDOMAIN"
+    assert decide("4.0.0", text, "failed") == "networkerror"
+    assert decide("5.0.0", text, "failed") == "hostunknown"
