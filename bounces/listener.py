@@ -206,7 +206,7 @@ class BounceSMTP(SMTP):
         try:
             reply = await self.listener.deliver(
                 SmtpEnvelope(
-                    mail_from=envelope.mail_from or "",
+                    mail_from=(envelope.mail_from or "").strip("<>"),
                     rcpt_tos=tuple(envelope.rcpt_tos),
                     peer=self.peer_ip or "",
                 ),

@@ -230,8 +230,7 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         le=10000,
-        description="Recipients per message the bounce listener accepts (more: 452) "
-        "(1-10000).",
+        description="Recipients per message the bounce listener accepts (more: 452) (1-10000).",
     )
     smtp_max_line_bytes: int = Field(
         default=8192,
