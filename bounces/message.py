@@ -12,7 +12,7 @@ from __future__ import annotations
 import email
 import re
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 
@@ -60,6 +60,12 @@ def header_text(value: object) -> str:
     """Decode an RFC 2047 header value to one line of text; never raises."""
     if value is None:
         return ""
+    if isinstance(value, Header):
+        # compat32 wraps a header with raw 8-bit bytes in a Header whose str() loses them:
+        # take the bytes back and read them as UTF-8 (the usual truth).
+        text = "".join(chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
+                       for chunk, _ in decode_header(value))
+        return " ".join(text.split())
     text = str(value)
     if not text.isascii():
         # compat32 keeps raw 8-bit header bytes as surrogate escapes: read them as UTF-8.

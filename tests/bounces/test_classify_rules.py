@@ -353,3 +353,15 @@ def test_text_recipient_original_address_and_x400_prefix() -> None:
 ])
 def test_vendor_codes_and_specific_status(status: str, text: str, reason: str) -> None:
     assert decide(status, text, "failed") == reason
+
+
+RAW_UTF8_SUBJECT = ("From: no-reply@mx.c.test\nTo: sender@b.test\nSubject: メールエラー通知\n"
+                    "Content-Type: text/plain; charset=utf-8\n\n"
+                    "Your mail sent on: Thu, 29 Apr 2013 23:45:22 +0900\n"
+                    "     Could not be delivered to: <kim@c.test>\n"
+                    "     As their mailbox is full.\n").encode()
+
+
+def test_raw_utf8_subject_is_read() -> None:
+    (res,) = classify(RAW_UTF8_SUBJECT)
+    assert (res.kind, res.recipient, res.reason) == ("dsn", "kim@c.test", "mailboxfull")
