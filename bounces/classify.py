@@ -55,7 +55,7 @@ def _classify(raw: bytes) -> list[BounceResult]:
     records = _dsn_records(report)
     if records:
         return _from_dsn(report, text, records, original, message_id)
-    if formats.looks_like_bounce(report, text):
+    if formats.looks_like_bounce(report, text) or formats.list_refusal(report, text):
         results = _from_text(report, text, original, message_id)
         if results:
             return results
@@ -149,7 +149,8 @@ def _btype(reason: str, status: str, reply: int | None, action: str) -> BounceTy
 def _from_text(report: ParsedReport, text: str, original: tuple[tuple[str, str], ...],
                message_id: str) -> list[BounceResult]:
     out = []
-    for item in formats.scan(report, text, _exclusions(report)):
+    for item in formats.list_refusal(report, text) or formats.scan(
+            report, text, _exclusions(report)):
         status = find_status(item.diagnostic)
         reply = find_reply_code(item.diagnostic)
         action = "delayed" if item.delayed else "failed"

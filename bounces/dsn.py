@@ -31,11 +31,17 @@ class DsnRecipient:
     category: str = ""  # a vendor's own bounce category field (PowerMTA), lower-cased
 
 
+_QUOTED_LOCAL = re.compile(r'^"[^"\s]+"@[\w.-]+$')
+
+
 def _address(value: str) -> str:
     """``rfc822; <a@b>`` -> ``a@b`` (the address type prefix and brackets removed)."""
     if ";" in value:
         value = value.split(";", 1)[1]
-    value = value.strip().strip("<>\"' ").strip()
+    value = value.strip().strip("<> ").strip()
+    if _QUOTED_LOCAL.match(value):
+        return value  # a quoted local part ("a..b"@c) keeps its quotes
+    value = value.strip("\"' ").strip()
     if " " in value:
         for word in value.split():
             if "@" in word:

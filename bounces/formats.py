@@ -235,3 +235,20 @@ def format_hint(recipient: str) -> str:
     post) in the sender's language; the refusal is about the sender, i.e. ``rejected``.
     """
     return "rejected" if recipient.endswith("@googlegroups.com") else ""
+
+
+#: fml (a Japanese mailing-list manager) refusing a post: the list names itself in <...>.
+_LIST_REFUSAL = re.compile(
+    rf"(?i)(?:not (?:a )?member of this mailing list|fml system error|loop alert|"
+    rf"spammers are not allowed)[^<\n]*<({_ADDR})>")
+
+
+def list_refusal(report: ParsedReport, text: str) -> list[TextRecipient]:
+    """An fml list server's refusal of a post (marked by its ``X-MLServer`` header): the
+    "recipient" is the list that refused it."""
+    if "fml" not in report.header("X-MLServer").lower():
+        return []
+    match = _LIST_REFUSAL.search(text)
+    if match is None:
+        return []
+    return [TextRecipient(match.group(1).lower(), " ".join(text.split())[:1000], False)]

@@ -365,3 +365,26 @@ RAW_UTF8_SUBJECT = ("From: no-reply@mx.c.test\nTo: sender@b.test\nSubject: ãƒ¡ãƒ
 def test_raw_utf8_subject_is_read() -> None:
     (res,) = classify(RAW_UTF8_SUBJECT)
     assert (res.kind, res.recipient, res.reason) == ("dsn", "kim@c.test", "mailboxfull")
+
+
+def test_quoted_local_part_keeps_quotes() -> None:
+    (rec,) = parse_fields('Final-Recipient: rfc822; "a....b."@c.test\nAction: failed\n'
+                          "Status: 5.1.1\n")
+    assert rec.recipient == '"a....b."@c.test'
+
+
+FML_REFUSAL = b"""From: list-admin@c.test
+To: sender@b.test
+Subject: You sender@b.test are not member (cats ML)
+X-MLServer: fml [fml 4.0.3 release (20011202/4.0.3)]
+
+You are not a member of this mailing list <cats@c.test>.
+
+If you know the general guide of this list, please send mail with the mail body guide.
+"""
+
+
+def test_fml_list_refusal() -> None:
+    (res,) = classify(FML_REFUSAL)
+    assert (res.kind, res.recipient, res.reason) == ("dsn", "cats@c.test", "rejected")
+    assert classify(FML_REFUSAL.replace(b"X-MLServer", b"X-Other"))[0].kind == "not_bounce"
