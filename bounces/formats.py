@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from bounces.message import ParsedReport, parse_header_block
 
-_ADDR = r"[\w.+'=/#&!%$*?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+"
+#: Local parts may hold symbols outside \w: SMTPUTF8 mailboxes use emoji (U+2600.., U+1F000..).
+_ADDR = r"[\w.+'=/#&!%$*?^`{|}~\u2600-\u27bf\U0001f000-\U0001faff-]+@[\w-]+(?:\.[\w-]+)+"
 ADDR_RE = re.compile(_ADDR)
 
 _DIVIDER = re.compile(

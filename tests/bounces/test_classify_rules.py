@@ -388,3 +388,14 @@ def test_fml_list_refusal() -> None:
     (res,) = classify(FML_REFUSAL)
     assert (res.kind, res.recipient, res.reason) == ("dsn", "cats@c.test", "rejected")
     assert classify(FML_REFUSAL.replace(b"X-MLServer", b"X-Other"))[0].kind == "not_bounce"
+
+
+def test_emoji_local_part_is_an_address() -> None:
+    raw = ("From: Mail Delivery Subsystem <mailer-daemon@mx.b.test>\nTo: sender@b.test\n"
+           "Subject: Delivery Status Notification (Failure)\n"
+           "Content-Type: text/plain; charset=UTF-8\n\n"
+           "Delivery to the following recipient failed permanently:\n\n"
+           "     \U0001f408@c.test\n\nTechnical details of permanent failure:\n"
+           " local-part of envelope contains utf8 but remote server did not offer SMTPUTF8\n"
+           ).encode()
+    assert "\U0001f408@c.test" in [r.recipient for r in classify(raw)]
