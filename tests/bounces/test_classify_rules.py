@@ -399,3 +399,16 @@ def test_emoji_local_part_is_an_address() -> None:
            " local-part of envelope contains utf8 but remote server did not offer SMTPUTF8\n"
            ).encode()
     assert "\U0001f408@c.test" in [r.recipient for r in classify(raw)]
+
+
+@pytest.mark.parametrize(("status", "text", "reason"), [
+    ("5.0.0", "Your email to group g@c.test was rejected due to spam classification. To "
+              "address this issue: * Set up SPF records for your sending domain.", "spamdetected"),
+    ("5.0.0", "550 5.7.1 rejected: SPF check failed for b.test", "authfailure"),
+    ("5.7.0", "550 5.7.0 Local Policy Violation (in reply to end of DATA command)",
+     "policyviolation"),
+    ("5.0.0", "554 Message rejected: Email address is not verified. The following identities "
+              "failed the check", "norelaying"),
+])
+def test_phrase_windows_and_families(status: str, text: str, reason: str) -> None:
+    assert decide(status, text, "failed") == reason
