@@ -211,7 +211,30 @@ _YAHOO = _phrases({
     "userunknown": ("dd this user doesn't have a ", "mailbox not found"),
 })
 
+_APPLE = _phrases({
+    "authfailure": ("s dmarc policy", "blocked for failing both spf and dkim"),
+    "blocked": ("rejected due to having a domain present in the spamhaus",
+                "rejected due to listing in spamhaus",
+                "blocked - see https://support.proofpoint.com/dnsbl-lookup",
+                "not accepting connections"),
+    "hasmoved": ("recipient no longer on server",),
+    "mailboxfull": ("user is over quota",),
+    "norelaying": ("relay access denied",),
+    "notaccept": ("host/domain does not accept mail",),
+    "policyviolation": ("due to local policy",),
+    "rejected": ("sender address rejected",),
+    "speeding": ("due to excessive volume",),
+    "userunknown": ("inactive email address", "user does not exist", "unknown or illegal alias"),
+})
+
+# i.ua: "https://mail.i.ua/err/2/" error pages.
+_IUA = _coded(r"\.i\.ua/err/(\d+)/", _table(
+    "norelaying: 1 6; userunknown: 2; suspend: 3; mailboxfull: 4; toomanyconn: 5; blocked: 7 9;"
+    "rejected: 8; filtered: 10"))
+
 PROVIDERS: tuple[_Provider, ...] = (
+    _Provider("Apple", (".mail.icloud.com", ".apple.com", ".me.com"), _APPLE),
+    _Provider("IUA", (".email.ua",), _IUA),
     _Provider("Cox", ("cox.net",), _COX),
     _Provider("Spectrum", ("charter.net",), _spectrum),
     _Provider("FrancePTT", (".laposte.net", ".orange.fr", ".wanadoo.fr"), _FRANCEPTT),

@@ -37,6 +37,10 @@ PROVIDER_CASES = [
      "temporarily deferred due to unexpected volume or user complaints", "4.7.0", "MAIL",
      "rejected"),
     ("mx.b.test", "a@b.test", "550 Requested action not taken: mailbox unavailable", "", "", ""),
+    ("mx.b.test", "a@icloud.com", "554 p01-smtpin.me.com ESMTP not accepting connections", "", "",
+     "blocked"),
+    ("mx.email.ua", "a@b.test", "550 Mailbox is full, see https://mail.i.ua/err/4/", "", "",
+     "mailboxfull"),
 ]
 
 
