@@ -288,6 +288,7 @@ class Listener:
                 task.cancel()
             if self._stores:
                 await asyncio.gather(*self._stores, return_exceptions=True)
+            await self.intake.close()
             if self._server is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)

@@ -1,0 +1,184 @@
+"""Bounce listener throughput, part (b): Postfix's smtp-source sending real DSN bodies to
+mailgate's listener (every message committed to PostgreSQL and its processing job queued
+in Redis before the 250), against a bare aiosmtpd handler that answers 250 at once, both
+on this process's loop and measured in the same run; one message per connection.
+
+    python bench/bounces_throughput.py [--messages 4000] [--sessions 20] [--quick]
+
+DSN bodies: the first ``--files`` DSNs of ../shared/corpus/bounces/dev (read in place, never
+copied) or, without the corpus, tests/bounces/fixtures. smtp-source runs once per file,
+``-N`` makes every envelope recipient unique (so every message is a new commit, not a
+deduplicated retry). (c), an extra: the bounce job handler then processes the queued jobs
+(classification + attribution + effects) with a real Worker.
+
+PostgreSQL and Redis are private embedded servers in a temporary directory unless
+MAILGATE_DATABASE_URL / MAILGATE_REDIS_URL are set. The last line is a JSON object.
+(Part (a), classification speed, is bench/bounces_classify_speed.py.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiosmtpd.smtp import SMTP
+
+from bounces.listener import Listener
+from bounces.processing import create_handler
+from gateway.app import App, Urls, open_app
+from gateway.embedded import EmbeddedServers
+from gateway.jobs.worker import Worker
+from gateway.settings import load_settings
+from gateway.storage import connect, migrate
+from tests.peers.smtpsink import smtp_source_path
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus" / "bounces" / "dev" / "eml"
+FIXTURES = REPO / "tests" / "bounces" / "fixtures"
+
+
+def dsn_files(count: int) -> list[Path]:
+    """Real DSNs (multipart/report delivery-status) to send, smallest-first within reason."""
+    folder = CORPUS if CORPUS.is_dir() else FIXTURES
+    found = []
+    for path in sorted(folder.glob("*.eml")):
+        head = path.read_bytes()[:8192].lower()
+        if b"report-type=delivery-status" in head or b"report-type=\"delivery-status\"" in head:
+            found.append(path)
+    if not found:
+        raise SystemExit(f"no DSN files in {folder}")
+    return found[:count]
+
+
+class BareHandler:
+    """The baseline: take the message, answer 250 at once, store nothing."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        return "250 OK"
+
+
+async def start_bare() -> tuple[asyncio.Server, int]:
+    loop = asyncio.get_running_loop()
+    hostname = socket.gethostname()
+    server = await loop.create_server(
+        lambda: SMTP(BareHandler(), hostname=hostname, enable_SMTPUTF8=True, loop=loop),
+        "127.0.0.1",
+        0,
+    )
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+async def blast(port: int, files: list[Path], messages: int, sessions: int) -> dict[str, float]:
+    """smtp-source, one run per file, ``messages`` in all; messages/s over the whole."""
+    per_file = max(1, messages // len(files))
+    binary = smtp_source_path()
+    t0 = time.perf_counter()
+    sent = 0
+    for path in files:
+        proc = await asyncio.create_subprocess_exec(
+            binary, "-s", str(sessions), "-m", str(per_file), "-N",
+            "-f", "mailer-daemon@mx.rcpt.test", "-t", "b+bench@bounces.test",
+            "-M", "mx.rcpt.test", "-F", str(path), f"127.0.0.1:{port}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"smtp-source failed on {path.name}: {err.decode()[-500:]}")
+        sent += per_file
+    elapsed = time.perf_counter() - t0
+    return {"messages": sent, "seconds": elapsed, "per_s": sent / elapsed}
+
+
+async def bench_processing(app: App) -> dict[str, float]:
+    """(c) the bounce handler draining the jobs the listener queued."""
+    queued = int(await app.redis.llen("queue:bounce:process"))
+    worker = Worker(app, {"bounce": create_handler(app)}, rng=random.Random(1))
+    t0 = time.perf_counter()
+    await worker.start()
+    try:
+        await worker.run_until_empty(600)
+    finally:
+        await worker.stop(asyncio.get_running_loop().time() + 10)
+    elapsed = time.perf_counter() - t0
+    return {"jobs": queued, "per_s": queued / elapsed}
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = tempfile.mkdtemp(prefix="mailgate-bench-")
+    db_url = os.environ.get("MAILGATE_DATABASE_URL")
+    redis_url = os.environ.get("MAILGATE_REDIS_URL")
+    servers = EmbeddedServers(Path(tmp), postgres=db_url is None, redis=redis_url is None)
+    emb_db, emb_redis = await asyncio.to_thread(servers.start)
+    db_url = db_url or emb_db
+    redis_url = redis_url or emb_redis
+    assert db_url and redis_url
+    files = dsn_files(args.files)
+    sizes = [p.stat().st_size for p in files]
+    print(f"{len(files)} DSN files from {files[0].parent}, {min(sizes)}-{max(sizes)} bytes")
+    try:
+        conn = await connect(db_url)
+        await migrate(conn)
+        await conn.close()
+        settings = load_settings(
+            database_url=db_url, redis_url=redis_url, data_dir=Path(tmp) / "data",
+            secret_key="b" * 40, log_level="WARNING", db_pool_max=args.sessions,
+            smtp_listen="127.0.0.1:0", bounce_domains="bounces.test",
+            smtp_hostname="mx.bounces.test",
+        )
+        async with open_app(settings, Urls(db_url, redis_url)) as app:
+            await app.redis.flushdb()
+            bare_server, bare_port = await start_bare()
+            listener = Listener(app)
+            await listener.start()
+            try:
+                await blast(bare_port, files[:1], 200, args.sessions)  # warm-up
+                bare = await blast(bare_port, files, args.messages, args.sessions)
+                print(f"(b) bare aiosmtpd, 250 at once:        {bare['per_s']:8.0f} msg/s")
+                full = await blast(listener.port, files, args.messages, args.sessions)
+                print(f"(b) mailgate listener, commit + queue: {full['per_s']:8.0f} msg/s")
+            finally:
+                bare_server.close()
+                await listener.stop(asyncio.get_running_loop().time() + 10)
+            stored = await app.db.fetchval(
+                "SELECT count(*) FROM email_messages WHERE source = 'smtp'"
+            )
+            ratio = full["per_s"] / bare["per_s"]
+            print(f"ratio listener/bare = {ratio:.2f} (target >= 0.6); {stored} stored")
+            processing = await bench_processing(app)
+            print(f"(c) bounce handler, classify + attribute: {processing['per_s']:8.0f} jobs/s")
+        return {
+            "bare_msgs_per_s": round(bare["per_s"]),
+            "listener_msgs_per_s": round(full["per_s"]),
+            "ratio": round(ratio, 3),
+            "stored": int(stored),
+            "messages": int(full["messages"]),
+            "sessions": args.sessions,
+            "files": len(files),
+            "processing_jobs_per_s": round(processing["per_s"]),
+        }
+    finally:
+        await asyncio.to_thread(servers.stop)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="800 messages")
+    ns = parser.parse_args()
+    if ns.quick:
+        ns.messages = 800
+    figures = asyncio.run(main(ns))
+    print(json.dumps(figures))
