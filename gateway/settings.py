@@ -306,6 +306,146 @@ class Settings(BaseSettings):
     )
 
     # -- delivery (SMTP pool, DKIM, rate limits): fields added by delivery/ -------------
+    delivery_concurrency: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="email-sending jobs one worker runs at once (1-1000).",
+    )
+    delivery_relay: str = Field(
+        default="",
+        max_length=300,
+        pattern=r"^([A-Za-z0-9.\-\[\]:]+:\d{1,5})?$",
+        description="host:port of an SMTP relay for accounts without their own SMTP "
+        "endpoint. Empty: such accounts cannot send (the job fails permanently).",
+    )
+    delivery_relay_security: str = Field(
+        default="starttls",
+        pattern=r"^(starttls|tls|none)$",
+        description="Transport security to the relay: starttls, tls (implicit, port 465) "
+        "or none.",
+    )
+    delivery_relay_username: str = Field(
+        default="", max_length=320, description="AUTH user name for the relay (empty: no AUTH)."
+    )
+    delivery_relay_password: SecretStr | None = Field(
+        default=None, description="AUTH password for the relay."
+    )
+    delivery_tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle trusted for SMTP TLS (unset: the system's trust store).",
+    )
+    delivery_helo_name: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^[A-Za-z0-9.\-]*$",
+        description="Name sent in EHLO. Empty: the machine's host name.",
+    )
+    delivery_pool_max_per_endpoint: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Open SMTP connections per (endpoint, credentials) in one process "
+        "(1-1000).",
+    )
+    delivery_pool_max_messages: int = Field(
+        default=100,
+        ge=1,
+        le=100000,
+        description="Messages sent over one SMTP connection before it is closed (1-100000).",
+    )
+    delivery_pool_idle_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="An idle pooled SMTP connection older than this is closed, not reused "
+        "(0-3600].",
+    )
+    delivery_connect_timeout_s: float = Field(
+        default=15.0, gt=0, le=300, description="Seconds to connect, greet and log in (0-300]."
+    )
+    delivery_command_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="Seconds to wait for each SMTP reply, DATA included (0-600].",
+    )
+    delivery_account_per_minute: int = Field(
+        default=60,
+        ge=0,
+        le=1000000,
+        description="Messages one sending account may send per rolling minute, all "
+        "instances together (0: no limit).",
+    )
+    delivery_account_per_hour: int = Field(
+        default=1000,
+        ge=0,
+        le=10000000,
+        description="Messages per sending account per rolling hour (0: no limit).",
+    )
+    delivery_account_per_day: int = Field(
+        default=5000,
+        ge=0,
+        le=100000000,
+        description="Messages per sending account per rolling day (0: no limit); an "
+        "enabled warmup_configs row lowers it to its ramp (start + increment x days, "
+        "at most max).",
+    )
+    delivery_domain_per_minute: int = Field(
+        default=600,
+        ge=0,
+        le=10000000,
+        description="Messages per recipient domain per rolling minute, all accounts and "
+        "instances together (0: no limit).",
+    )
+    delivery_domain_concurrency: int = Field(
+        default=20,
+        ge=0,
+        le=100000,
+        description="SMTP transactions in flight per recipient domain, all instances "
+        "together (0: no limit).",
+    )
+    delivery_domain_limits: str = Field(
+        default="",
+        max_length=10000,
+        pattern=r"^\s*([A-Za-z0-9.\-]+=\d+/\d+\s*(,\s*[A-Za-z0-9.\-]+=\d+/\d+\s*)*)?$",
+        description="Per-domain overrides, 'domain=per_minute/concurrency' comma-separated "
+        "(e.g. 'gmail.com=600/10,yahoo.com=300/5').",
+    )
+    delivery_tenant_per_minute: int = Field(
+        default=0,
+        ge=0,
+        le=10000000,
+        description="Messages per tenant per rolling minute (0: no limit).",
+    )
+    delivery_max_age_s: float = Field(
+        default=3 * 86400.0,
+        ge=60,
+        le=30 * 86400,
+        description="A send job older than this (since its created_at) is not sent; the "
+        "delivery is recorded expired (60 s-30 days).",
+    )
+    delivery_dkim_keys: str = Field(
+        default="",
+        max_length=10000,
+        description="DKIM keys from files, 'domain:selector:/path/key.pem' comma-separated "
+        "(RSA or Ed25519 PKCS#8/PKCS#1 PEM). Keys in the dkim_keys table (encrypted) are "
+        "used as well.",
+    )
+    delivery_unsubscribe_url: str = Field(
+        default="https://{domain}/unsubscribe/{token}",
+        max_length=500,
+        pattern=r"^https://.*\{token\}.*$",
+        description="One-click unsubscribe URL (RFC 8058); {token} is the signed delivery "
+        "token, {domain} the sending domain.",
+    )
+    delivery_unsubscribe_mailto: str = Field(
+        default="unsubscribe@{domain}",
+        max_length=320,
+        pattern=r"^[^@\s]+@[^@\s]+$",
+        description="Mailbox of the List-Unsubscribe mailto (the token goes in the "
+        "subject); {domain} is the sending domain.",
+    )
 
     # -- embedded servers ------------------------------------------------------------------
     embedded_start_timeout_s: float = Field(

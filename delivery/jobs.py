@@ -1,0 +1,28 @@
+"""The ``email-sending`` job handler (queues ``queue:email-sending:high``, ``...``,
+``...:low``): :class:`delivery.service.Sender` per job, permanent errors translated to
+:class:`gateway.jobs.PermanentJobError` so the job is dead-lettered with the reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from delivery.errors import PermanentError
+from delivery.service import sender_for
+from gateway.app import App
+from gateway.jobs import PermanentJobError
+from gateway.jobs.envelope import Job
+from gateway.jobs.handlers import HandlerSpec
+
+
+def create_handler(app: App) -> HandlerSpec:
+    sender = sender_for(app)
+
+    async def run(job: Job) -> dict[str, Any]:
+        try:
+            return await sender.handle(job)
+        except PermanentError as exc:
+            raise PermanentJobError(str(exc)) from None
+
+    return HandlerSpec(
+        family="email-sending", run=run, concurrency=app.settings.delivery_concurrency
+    )

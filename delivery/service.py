@@ -1,0 +1,488 @@
+"""One send, start to finish: the ``queue:email-sending*`` job turned into an SMTP
+transaction and a delivery row. The steps, in order::
+
+    payload → tenant, campaign, template, account, contact (tenant-scoped)
+            → render (sandboxed; a missing variable is permanent)
+            → rate limits (account minute/hour/day with warmup ramp, domain minute and
+              concurrency, tenant minute): over a limit → DeferJob until it fits
+            → claim the delivery row: ``sending``, or ``suppressed`` / ``expired``, or
+              already final (a re-run) → nothing is sent
+            → compose (VERP return path, Message-ID, List-Unsubscribe) → DKIM sign
+            → SMTP through the pool → classify the reply → record the outcome
+              2xx sent · 4xx/transport deferred and retried (the server's "try again in N
+              seconds" as a DeferJob) · 5xx failed + a queue:bounce:process job
+
+No double sends: the row is ``sending`` before the transaction and a run finding it final
+sends nothing. The one window left is a process dying after the server's 250 and before the
+``sent`` commit: that delivery is still ``sending`` and is sent again when its job is
+reaped and re-run. At most the sends in flight at the crash (``delivery_concurrency`` per
+worker) can be duplicated; each such duplicate carries the same Message-ID (it derives
+from the delivery id), so receivers and threading see one message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from delivery.compose import Envelope, compose, domain_of, message_id_for
+from delivery.dkimsign import DkimKey, DkimKeyError, sign_message
+from delivery.errors import PayloadError, RouteError, TransportError
+from delivery.metrics import delivery_metrics
+from delivery.payload import SendRequest, parse_request
+from delivery.pool import Endpoint, SmtpPool
+from delivery.ratelimit import Admission, RateLimiter, Window
+from delivery.render import Rendered, Renderer
+from delivery.reply import SmtpReply, classify
+from delivery.store import Account, Claim, ContextStore, DeliveryStore, NewDelivery
+from gateway.app import App
+from gateway.jobs import DeferJob
+from gateway.jobs.envelope import Job, new_job
+from gateway.logs import bind
+from gateway.secretkey import CredentialBox
+from gateway.verp import Verp
+
+log = logging.getLogger(__name__)
+
+BOUNCE_QUEUE = "queue:bounce:process"
+DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+_EXTRA_KEY = "delivery.sender"
+
+
+class SendDeferred(Exception):
+    """A temporary failure (4xx, dropped connection): the job is retried with backoff."""
+
+
+def parse_domain_limits(text: str) -> dict[str, tuple[int, int]]:
+    """``gmail.com=600/10,...`` → {domain: (per_minute, concurrency)}."""
+    out: dict[str, tuple[int, int]] = {}
+    for item in text.split(","):
+        if item.strip():
+            domain, _, rest = item.strip().partition("=")
+            per_min, _, conc = rest.partition("/")
+            out[domain.strip().lower()] = (int(per_min), int(conc))
+    return out
+
+
+def load_file_keys(spec: str) -> dict[str, list[DkimKey]]:
+    """``domain:selector:/path.pem,...`` → parsed keys by domain (read once, at start)."""
+    keys: dict[str, list[DkimKey]] = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        parts = item.strip().split(":", 2)
+        if len(parts) != 3:
+            raise DkimKeyError(f"delivery_dkim_keys entry {item!r} is not domain:selector:path")
+        domain, selector, path = parts
+        try:
+            pem = Path(path).read_bytes()
+        except OSError as exc:
+            raise DkimKeyError(f"DKIM key file {path}: {exc.strerror}") from None
+        key = DkimKey.from_pem(domain.strip().lower(), selector.strip(), pem)
+        keys.setdefault(key.domain, []).append(key)
+    return keys
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run did (the job's result)."""
+
+    delivery_id: str
+    status: str
+    smtp_code: int | None = None
+    response: str | None = None
+
+    def as_result(self) -> dict[str, Any]:
+        return {
+            "success": self.status in ("sent", "suppressed"),
+            "delivery_id": self.delivery_id,
+            "status": self.status,
+            "smtp_code": self.smtp_code,
+            "response": self.response,
+        }
+
+
+class Sender:
+    """Everything one process needs to send: stores, renderer, limiter, pool, keys."""
+
+    def __init__(self, app: App, *, clock: Callable[[], float] = time.time):
+        s = app.settings
+        self.app = app
+        self.settings = s
+        self.clock = clock
+        self.contexts = ContextStore(app.db)
+        self.deliveries = DeliveryStore(app.db)
+        self.renderer = Renderer()
+        self.verp = Verp(app.secret_key)
+        self.box = CredentialBox(app.secret_key)
+        self.limiter = RateLimiter(app.redis, clock)
+        tls = ssl.create_default_context(
+            cafile=str(s.delivery_tls_ca_file) if s.delivery_tls_ca_file else None
+        )
+        self.pool = SmtpPool(
+            helo_name=s.delivery_helo_name or None,
+            tls_context=tls,
+            max_per_endpoint=s.delivery_pool_max_per_endpoint,
+            max_messages=s.delivery_pool_max_messages,
+            idle_s=s.delivery_pool_idle_s,
+            connect_timeout_s=s.delivery_connect_timeout_s,
+            command_timeout_s=s.delivery_command_timeout_s,
+        )
+        self.file_keys = load_file_keys(s.delivery_dkim_keys)
+        self.domain_limits = parse_domain_limits(s.delivery_domain_limits)
+        self.metrics = delivery_metrics(app)
+        self.metrics.pool_connections.set_function(lambda: self.pool.open_connections)
+        self._db_keys: dict[bytes, DkimKey] = {}
+
+    # -- the job --------------------------------------------------------------------------
+
+    async def handle(self, job: Job) -> dict[str, Any]:
+        request = parse_request(job.payload)
+        tenant = request.tenant_id or await self.contexts.tenant_of_campaign(
+            request.campaign_id or ""
+        )
+        with bind(tenant_id=tenant, campaign_id=request.campaign_id):
+            outcome = await self._send(job, tenant, request)
+        return outcome.as_result()
+
+    async def _send(self, job: Job, tenant: str, request: SendRequest) -> Outcome:
+        campaign = (
+            await self.contexts.campaign(tenant, request.campaign_id)
+            if request.campaign_id
+            else None
+        )
+        template_id = request.template_id or (campaign.template_id if campaign else None)
+        account_id = request.email_account_id or (campaign.email_account_id if campaign else None)
+        if template_id is None:
+            raise PayloadError("no template: the payload names none and the campaign has none")
+        if account_id is None:
+            raise PayloadError(
+                "no sending account: the payload names none and the campaign has none"
+            )
+        template = await self.contexts.template(tenant, template_id)
+        account = await self.contexts.account(tenant, account_id)
+        if not account.enabled:
+            raise PayloadError(f"email account {account.id!r} is disabled")
+        contact = await self.contexts.contact(tenant, request.recipient_id, request.recipient_email)
+        variables: dict[str, Any] = dict(contact.fields) if contact else {}
+        variables.update(
+            email=request.recipient_email,
+            name=request.recipient_name or (contact.name if contact else None),
+        )
+        if variables["name"] is None:
+            del variables["name"]
+        variables.update(request.variables)
+        content = self.renderer.render(template.subject, template.html, template.text, variables)
+        from_email = (campaign.from_email if campaign else None) or account.address
+        new = NewDelivery(
+            tenant_id=tenant,
+            idempotency_key=job.idempotency_key or job.id,
+            campaign_id=request.campaign_id,
+            recipient_id=request.recipient_id or (contact.id if contact else None),
+            recipient_email=request.recipient_email,
+            email_account_id=account.id,
+            job_id=job.id,
+        )
+        expired = self._expired(job)
+        admission = Admission(0.0)
+        if not expired:
+            admission = await self._admit(tenant, account, request.recipient_email)
+        try:
+            claim = await self.deliveries.claim(new, expired=expired)
+            with bind(delivery_id=claim.delivery_id):
+                if not claim.send:
+                    return await self._not_sending(claim, request, tenant)
+                return await self._transact(
+                    job, tenant, request, account, campaign, from_email, content, claim
+                )
+        finally:
+            await self.limiter.release(admission)
+
+    def _expired(self, job: Job) -> bool:
+        if not job.created_at:
+            return False
+        try:
+            created = dt.datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        return self.clock() - created.timestamp() > self.settings.delivery_max_age_s
+
+    # -- rate limits ------------------------------------------------------------------------
+
+    async def _admit(self, tenant: str, account: Account, recipient: str) -> Admission:
+        s = self.settings
+        domain = domain_of(recipient)
+        per_day = s.delivery_account_per_day
+        warmup = await self.contexts.warmup(tenant, account.id)
+        if warmup is not None:
+            cap = warmup.cap(dt.datetime.fromtimestamp(self.clock(), dt.UTC).date())
+            if cap <= 0:
+                self.metrics.rate_limited.labels("account").inc()
+                raise DeferJob(_seconds_to_midnight(self.clock()), "warmup: no sends today")
+            per_day = min(per_day, cap) if per_day else cap
+        dom_min, dom_conc = self.domain_limits.get(
+            domain, (s.delivery_domain_per_minute, s.delivery_domain_concurrency)
+        )
+        acct = f"{tenant}:{account.id}"
+        windows = [
+            Window("account", acct, s.delivery_account_per_minute, 60.0),
+            Window("account", acct, s.delivery_account_per_hour, 3600.0),
+            Window("account", acct, per_day, 86400.0),
+            Window("domain", domain, dom_min, 60.0),
+            Window("tenant", tenant, s.delivery_tenant_per_minute, 60.0),
+        ]
+        lease_s = s.delivery_connect_timeout_s + 3 * s.delivery_command_timeout_s
+        admission = await self.limiter.acquire(windows, (domain, dom_conc), lease_s=lease_s)
+        if not admission.admitted:
+            scope = (admission.limit or "conc").split(":", 1)[0]
+            self.metrics.rate_limited.labels(scope).inc()
+            raise DeferJob(admission.wait_s, f"rate limited by {admission.limit}")
+        return admission
+
+    # -- the transaction --------------------------------------------------------------------
+
+    async def _transact(
+        self,
+        job: Job,
+        tenant: str,
+        request: SendRequest,
+        account: Account,
+        campaign: Any,
+        from_email: str,
+        content: Rendered,
+        claim: Claim,
+    ) -> Outcome:
+        sending_domain = domain_of(from_email)
+        bounce_domains = self.settings.bounce_domains
+        token = self.verp.token(claim.delivery_id)
+        envelope = Envelope(
+            from_email=from_email,
+            from_name=campaign.from_name if campaign else None,
+            to_email=request.recipient_email,
+            to_name=request.recipient_name,
+            reply_to=campaign.reply_to if campaign else None,
+            return_path=(
+                self.verp.address(claim.delivery_id, bounce_domains[0])
+                if bounce_domains
+                else from_email
+            ),
+            message_id=message_id_for(claim.delivery_id, sending_domain),
+            unsubscribe_mailto=(
+                self.settings.delivery_unsubscribe_mailto.replace("{domain}", sending_domain)
+                + f"?subject=unsubscribe%20{token}"
+            ),
+            unsubscribe_url=self.settings.delivery_unsubscribe_url.replace(
+                "{domain}", sending_domain
+            ).replace("{token}", token),
+        )
+        message = compose(envelope, content, date=self.clock())
+        keys = await self.keys_for(tenant, sending_domain)
+        if keys:
+            message = sign_message(message, keys, now=self.clock())
+        endpoint = self.endpoint_for(account)
+        t0 = time.perf_counter()
+        try:
+            reply = await self.pool.send(
+                endpoint, envelope.return_path, request.recipient_email, message
+            )
+        except TransportError as exc:
+            self.metrics.send_seconds.observe(time.perf_counter() - t0)
+            return await self._temporary(job, tenant, claim, None, str(exc), None)
+        self.metrics.send_seconds.observe(time.perf_counter() - t0)
+        disposition = classify(reply)
+        if disposition.result == "sent":
+            await self.deliveries.record(
+                tenant,
+                claim.delivery_id,
+                "sent",
+                message_id=envelope.message_id,
+                smtp_code=reply.code,
+                enhanced=reply.enhanced,
+                response=str(reply),
+            )
+            self.metrics.deliveries.labels("sent").inc()
+            return Outcome(claim.delivery_id, "sent", reply.code, str(reply))
+        if disposition.result == "retry":
+            return await self._temporary(
+                job, tenant, claim, reply, str(reply), disposition.retry_after_s
+            )
+        await self.deliveries.record(
+            tenant,
+            claim.delivery_id,
+            "failed",
+            message_id=envelope.message_id,
+            smtp_code=reply.code,
+            enhanced=reply.enhanced,
+            response=str(reply),
+            bounce_type=disposition.bounce_type,
+            bounce_reason=disposition.reason,
+        )
+        self.metrics.deliveries.labels("failed").inc()
+        await self._enqueue_bounce(
+            tenant,
+            claim.delivery_id,
+            request.recipient_email,
+            envelope.message_id,
+            reply,
+            disposition.bounce_type or "hard",
+            disposition.reason or "undefined",
+        )
+        return Outcome(claim.delivery_id, "failed", reply.code, str(reply))
+
+    async def _temporary(
+        self,
+        job: Job,
+        tenant: str,
+        claim: Claim,
+        reply: SmtpReply | None,
+        text: str,
+        hint_s: float | None,
+    ) -> Outcome:
+        code = reply.code if reply else None
+        enhanced = reply.enhanced if reply else None
+        if job.attempt >= job.max_attempts and hint_s is None:
+            await self.deliveries.record(
+                tenant,
+                claim.delivery_id,
+                "failed",
+                smtp_code=code,
+                enhanced=enhanced,
+                response=text,
+                bounce_type="soft",
+                bounce_reason="expired" if reply else "networkerror",
+            )
+            self.metrics.deliveries.labels("failed").inc()
+            return Outcome(claim.delivery_id, "failed", code, text)
+        await self.deliveries.record(
+            tenant, claim.delivery_id, "deferred", smtp_code=code, enhanced=enhanced, response=text
+        )
+        self.metrics.deliveries.labels("deferred").inc()
+        if hint_s is not None:
+            raise DeferJob(hint_s, f"server asked to retry later: {text[:200]}")
+        raise SendDeferred(text[:500])
+
+    async def _not_sending(self, claim: Claim, request: SendRequest, tenant: str) -> Outcome:
+        if claim.status in ("suppressed", "expired"):
+            self.metrics.deliveries.labels(claim.status).inc()
+            log.info("not sent: %s", claim.status)
+        else:
+            self.metrics.deliveries.labels("duplicate").inc()
+            if claim.status == "failed" and claim.smtp_code and claim.smtp_code >= 500:
+                # A re-run after the failed row committed but before its bounce job was
+                # queued: queue it (the same job id; bounce processing is idempotent).
+                reply = SmtpReply.parse(claim.smtp_code, claim.provider_response or "")
+                disposition = classify(reply)
+                await self._enqueue_bounce(
+                    tenant,
+                    claim.delivery_id,
+                    request.recipient_email,
+                    None,
+                    reply,
+                    disposition.bounce_type or "hard",
+                    disposition.reason or "undefined",
+                )
+        return Outcome(claim.delivery_id, claim.status, claim.smtp_code, claim.provider_response)
+
+    async def _enqueue_bounce(
+        self,
+        tenant: str,
+        delivery_id: str,
+        recipient: str,
+        message_id: str | None,
+        reply: SmtpReply,
+        bounce_type: str,
+        reason: str,
+    ) -> None:
+        payload = {
+            "tenant_id": tenant,
+            "message_id": message_id,
+            "recipient_email": recipient,
+            "bounce_type": bounce_type,
+            "bounce_reason": reason,
+            "status": reply.enhanced or f"{str(reply.code)[0]}.0.0",
+            "smtp_code": reply.code,
+            "diagnostic": reply.text,
+            "delivery_id": delivery_id,
+            "source": "smtp_reply",
+        }
+        job = new_job(payload, id=f"bounce-{delivery_id}", queue_name=BOUNCE_QUEUE)
+        await self.app.redis.lpush(BOUNCE_QUEUE, json.dumps(job, separators=(",", ":")))
+
+    # -- routes and keys --------------------------------------------------------------------
+
+    def endpoint_for(self, account: Account) -> Endpoint:
+        """The account's own submission endpoint, else the configured relay."""
+        if account.smtp_host:
+            security = account.smtp_security or "starttls"
+            password = (
+                self.box.open(account.smtp_password_enc) if account.smtp_password_enc else None
+            )
+            return Endpoint(
+                host=account.smtp_host,
+                port=account.smtp_port or DEFAULT_PORTS[security],
+                security=security,
+                username=account.smtp_username or (account.address if password else None),
+                password=password,
+            )
+        s = self.settings
+        if s.delivery_relay:
+            host, _, port = s.delivery_relay.rpartition(":")
+            password = (
+                s.delivery_relay_password.get_secret_value() if s.delivery_relay_password else None
+            )
+            return Endpoint(
+                host=host.strip("[]"),
+                port=int(port),
+                security=s.delivery_relay_security,
+                username=s.delivery_relay_username or None,
+                password=password,
+            )
+        raise RouteError(f"email account {account.id!r} has no SMTP endpoint and no relay is set")
+
+    async def keys_for(self, tenant: str, domain: str) -> list[DkimKey]:
+        """File keys for the domain plus the tenant's keys from the database (parsed once)."""
+        keys = list(self.file_keys.get(domain, ()))
+        for selector, sealed in await self.contexts.dkim_keys(tenant, domain):
+            key = self._db_keys.get(sealed)
+            if key is None:
+                pem = self.box.open(sealed).encode()
+                key = self._db_keys[sealed] = DkimKey.from_pem(domain, selector, pem)
+            keys.append(key)
+        return keys
+
+    async def aclose(self) -> None:
+        await self.pool.close()
+
+
+def _seconds_to_midnight(now: float) -> float:
+    today = dt.datetime.fromtimestamp(now, dt.UTC)
+    tomorrow = (today + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1.0, (tomorrow - today).total_seconds())
+
+
+def sender_for(app: App) -> Sender:
+    """The process's one :class:`Sender` on ``app`` (made on first use)."""
+    found = app.extras.get(_EXTRA_KEY)
+    if isinstance(found, Sender):
+        return found
+    made = Sender(app)
+    app.extras[_EXTRA_KEY] = made
+    return made
+
+
+async def close_sender(app: App) -> None:
+    found = app.extras.pop(_EXTRA_KEY, None)
+    if isinstance(found, Sender):
+        await found.aclose()
+
+
+__all__ = ["Outcome", "SendDeferred", "Sender", "close_sender", "sender_for"]
