@@ -162,20 +162,22 @@ class Intake:
     """Commit-then-queue for the listener; see the module docstring.
 
     Group commit: messages that arrive while a commit is running wait for the next one,
-    which stores them all in ONE transaction (each in its own savepoint, so one bad message
-    fails alone) and queues their jobs with ONE ``LPUSH``. Each session still gets its own
+    which stores them all in ONE transaction (should one message make a statement fail, the
+    batch is stored again one by one so that it fails alone) and queues their jobs with ONE
+    ``LPUSH``; ``committers`` such commits may run at once. Each session still gets its own
     answer, and only after its message is committed and queued. Under load this shares the
     commit's fsync and round trips among up to ``max_batch`` messages; at low load a batch is
     a single message and nothing waits.
     """
 
-    def __init__(self, app: App, max_batch: int = 64):
+    def __init__(self, app: App, max_batch: int = 64, committers: int = 2):
         self.app = app
         self.verp = Verp(app.secret_key)
         self.timeout_s = app.settings.smtp_commit_timeout_s
         self.max_batch = max_batch
         self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self.committers = committers
+        self._flushers: set[asyncio.Task[None]] = set()
 
     async def accept(self, envelope: SmtpEnvelope, raw: bytes) -> list[tuple[str, str]]:
         """Store ``raw`` and queue its processing; returns (tenant, storage key) pairs.
@@ -193,20 +195,29 @@ class Intake:
             asyncio.get_running_loop().create_future(),
         )
         self._pending.append(item)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop(), name="bounce-intake-commit")
+        if len(self._flushers) < self.committers:
+            task = asyncio.create_task(self._flush_loop(), name="bounce-intake-commit")
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await item.future
         except TimeoutError as exc:
             raise StorageUnavailable("commit timed out") from exc
 
+    @property
+    def busy(self) -> bool:
+        """True while messages wait for, or are in, a commit."""
+        return bool(self._pending or self._flushers)
+
     async def close(self) -> None:
         """Stop committing; whatever still waits gets StorageUnavailable (the peer: 451)."""
-        if self._flusher is not None:
-            self._flusher.cancel()
+        flushers = list(self._flushers)
+        for task in flushers:
+            task.cancel()
+        for task in flushers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+                await task
         for item in self._pending:
             item.resolve(StorageUnavailable("shutting down"))
         self._pending.clear()

@@ -12,8 +12,9 @@ complaints and auto-replies to ``b+<token>@<bounce-domain>``. The listener:
   exception) is replaced by the same 451.
 
 Decisions are made by the pure :mod:`bounces.smtp_policy`; this module is the glue. The
-store runs in its own task, shielded from the session: a peer that hangs up during the
-commit does not cut the transaction in half, and :meth:`Listener.stop` waits for it.
+commit runs in the intake's own task (a group commit), apart from the session: a peer that
+hangs up during the commit does not cut the transaction in half, and :meth:`Listener.stop`
+waits for it.
 """
 
 from __future__ import annotations
@@ -237,7 +238,6 @@ class Listener:
         self.hooks = _Hooks(self)
         self.sessions: set[BounceSMTP] = set()
         self.closing = False
-        self._stores: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -272,22 +272,15 @@ class Listener:
         try:
             for session in list(self.sessions):
                 session.close_if_idle()
-            while (self.sessions or self._stores) and loop.time() < deadline:
-                pause = max(0.0, min(0.05, deadline - loop.time()))
-                if self._stores:
-                    await asyncio.wait(list(self._stores), timeout=pause)
-                else:
-                    await asyncio.sleep(pause)  # sessions finishing their reply
+            while (self.sessions or self.intake.busy) and loop.time() < deadline:
+                # Bounded polling: sessions finish their reply, commits finish.
+                await asyncio.sleep(max(0.0, min(0.02, deadline - loop.time())))
                 for session in list(self.sessions):
                     session.close_if_idle()
         finally:
             for session in list(self.sessions):
                 if isinstance(session.transport, asyncio.Transport):
                     session.transport.abort()
-            for task in list(self._stores):
-                task.cancel()
-            if self._stores:
-                await asyncio.gather(*self._stores, return_exceptions=True)
             await self.intake.close()
             if self._server is not None:
                 with contextlib.suppress(Exception):
@@ -312,11 +305,8 @@ class Listener:
 
     async def deliver(self, envelope: SmtpEnvelope, raw: bytes) -> str:
         """Commit and queue one message; the reply for the peer."""
-        task = asyncio.create_task(self.intake.accept(envelope, raw), name="bounce-intake")
-        self._stores.add(task)
-        task.add_done_callback(self._store_done)
         try:
-            await asyncio.shield(task)
+            await self.intake.accept(envelope, raw)
         except BounceError as exc:
             log.warning("bounce listener: message not accepted (451): %s", exc)
             self.metrics.rejections.labels("storage").inc()
@@ -328,8 +318,3 @@ class Listener:
             self.metrics.rejections.labels("error").inc()
             return Replies.TRY_AGAIN
         return Replies.ACCEPTED
-
-    def _store_done(self, task: asyncio.Task[Any]) -> None:
-        self._stores.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved here: the session may have gone away
