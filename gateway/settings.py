@@ -210,6 +210,102 @@ class Settings(BaseSettings):
         "checks the queues this often in case one was missed (0-60].",
     )
     # -- ingest (IMAP): fields added by ingest/ ------------------------------------------
+    ingest_account_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds between reads of email_accounts: added, changed and removed "
+        "mailboxes are picked up without a restart, and unowned ones taken over (0-300].",
+    )
+    ingest_lease_ttl_s: float = Field(
+        default=20.0,
+        ge=3,
+        le=300,
+        description="Lifetime of a mailbox's Redis lease; its holder renews it every third of "
+        "this. A dead instance's mailboxes are taken over within this plus "
+        "ingest_account_poll_s (3-300).",
+    )
+    ingest_idle_renew_s: float = Field(
+        default=300.0,
+        ge=5,
+        le=1740,
+        description="IDLE is ended and re-issued after this many seconds (RFC 2177 asks for "
+        "less than 29 minutes); the tagged answer also proves the connection alive (5-1740).",
+    )
+    ingest_command_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds an IMAP command (or a silent stretch of a FETCH) may take before "
+        "the connection is dropped and re-opened (0-600].",
+    )
+    ingest_connect_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Seconds to connect to an IMAP server and read its greeting (0-300].",
+    )
+    ingest_backoff_base_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="First reconnect delay after a failure; doubles per failure up to "
+        "ingest_backoff_max_s, each delay jittered to 50-100 % (0-60].",
+    )
+    ingest_backoff_max_s: float = Field(
+        default=300.0,
+        ge=1,
+        le=3600,
+        description="Cap of the reconnect backoff in seconds (1-3600).",
+    )
+    ingest_logins_per_min: int = Field(
+        default=600,
+        ge=1,
+        le=100000,
+        description="IMAP logins per minute per IMAP host, all instances together (a token "
+        "bucket in Redis), so a reconnect storm cannot lock accounts out (1-100000).",
+    )
+    ingest_login_burst: int = Field(
+        default=50,
+        ge=1,
+        le=100000,
+        description="Logins the per-host bucket allows at once before the per-minute rate "
+        "applies (1-100000).",
+    )
+    ingest_start_stagger_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="Watchers start at random moments within this many seconds of the "
+        "component's start (0-600).",
+    )
+    ingest_max_message_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="A message larger than this is stored raw with its headers only, no "
+        "parts (1 KB-1 GB).",
+    )
+    ingest_offloop_parse_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        le=1024 * 1024 * 1024,
+        description="Messages at least this large are parsed in a worker thread so the "
+        "event loop keeps serving other mailboxes (0: always) (0-1 GB).",
+    )
+    ingest_fetch_batch_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="One UID FETCH asks for message bodies up to about this many bytes "
+        "together (1 KB-1 GB).",
+    )
+    ingest_fetch_batch_messages: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="One UID FETCH asks for at most this many message bodies (1-10000).",
+    )
 
     # -- bounces (SMTP listener, processing): fields added by bounces/ -------------------
     smtp_hostname: str = Field(
