@@ -71,6 +71,7 @@ _TRANSPORT_TYPES: tuple[type[aiosmtplib.SMTPException], ...] = (
     aiosmtplib.SMTPConnectTimeoutError,
     aiosmtplib.SMTPReadTimeoutError,
     aiosmtplib.SMTPNotSupported,
+    aiosmtplib.SMTPException,  # anything else without a reply
 )
 MAPPED_SMTP_ERRORS = frozenset(
     _RESPONSE_TYPES + _TRANSPORT_TYPES + (aiosmtplib.SMTPRecipientsRefused,)

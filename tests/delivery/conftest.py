@@ -82,8 +82,8 @@ async def seed(
         )
         await conn.execute(
             "INSERT INTO email_templates (id, tenant_id, subject, html, text) VALUES"
-            " ('tpl_1', $1, 'Hello {{ first_name }}', '<p>Hi {{ first_name }} at {{ company }}</p>',"
-            " NULL)",
+            " ('tpl_1', $1, 'Hello {{ first_name }}',"
+            " '<p>Hi {{ first_name }} at {{ company }}</p>', NULL)",
             TENANT,
         )
         await conn.execute(

@@ -97,7 +97,8 @@ async def test_missing_variable_is_a_permanent_error_naming_it(world: World) -> 
 async def test_suppressed_recipient_is_not_sent(world: World) -> None:
     """A suppressed address is recorded `suppressed` and never reaches SMTP."""
     await world.app.db.execute(
-        "INSERT INTO suppressions (tenant_id, email, reason) VALUES ($1, 'ada@example.net', 'unsubscribe')",
+        "INSERT INTO suppressions (tenant_id, email, reason)"
+        " VALUES ($1, 'ada@example.net', 'unsubscribe')",
         TENANT,
     )
     job = world.job(world.payload("Ada@Example.net"))

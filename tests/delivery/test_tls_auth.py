@@ -1,0 +1,62 @@
+"""STARTTLS with a test CA and AUTH with the account's sealed password, and the rate
+limiter holding across two processes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from delivery.jobs import create_handler
+from delivery.service import close_sender
+from gateway.app import App
+from tests.delivery.conftest import World, seed
+from tests.delivery.peer import ScriptedPeer, make_test_ca
+
+
+async def test_starttls_and_auth_with_the_accounts_password(app: App, tmp_path: Path) -> None:
+    """The account's STARTTLS endpoint is verified against the test CA and the decrypted
+    password logs in; the message arrives."""
+    ca = make_test_ca(tmp_path)
+    peer = await ScriptedPeer(tls=ca.server_context, users={"ops": "s3cret"}).start()
+    app.settings = app.settings.model_copy(update={"delivery_tls_ca_file": ca.ca_file})
+    try:
+        keys = await seed(app, peer.port, security="starttls", username="ops", password="s3cret")
+        world = World(app, peer, keys)
+        result = await create_handler(app).run(world.job(world.payload("ada@example.net")))
+        assert result["status"] == "sent"
+        assert peer.auth_ok == ["ops"] and len(peer.messages) == 1
+    finally:
+        await close_sender(app)
+        await peer.stop()
+
+
+CHILD = """
+import asyncio, sys
+import redis.asyncio as aioredis
+from delivery.ratelimit import RateLimiter, Window
+async def main():
+    r = aioredis.Redis.from_url(sys.argv[1])
+    lim = RateLimiter(r)
+    admitted = 0
+    for _ in range(40):
+        a = await lim.acquire([Window("domain", "two.example", 25, 60.0)])
+        admitted += a.admitted
+    print(admitted)
+    await r.aclose()
+asyncio.run(main())
+"""
+
+
+async def test_rate_limit_holds_across_two_processes(redis_url: str) -> None:
+    """Two processes asking 40 times each for a 25/minute window get 25 admissions in all."""
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, redis_url, stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outs = [await p.communicate() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(int(out.decode()) for out, _ in outs) == 25
