@@ -9,7 +9,10 @@ kinds. It also covers aioimaplib's blind spots (see ``realpeers.md``):
   command has a timeout (``ingest_command_timeout_s``);
 * ``close`` cancels the tasks aioimaplib leaves behind, so an abandoned session leaks nothing;
 * user names and folders are quoted (aioimaplib sends both unquoted);
-* STARTTLS, which aioimaplib lists but does not implement, is done with ``loop.start_tls``.
+* STARTTLS, which aioimaplib lists but does not implement, is done with ``loop.start_tls``;
+* aioimaplib drops an untagged ``EXISTS`` that arrives with the answer to another command
+  (Dovecot reports new mail with whatever command is running): the session counts them
+  (:attr:`ImapSession.exists_seen`) so the watcher searches again instead of IDLEing past it.
 
 Messages are fetched with ``BODY.PEEK[]``: the user's ``\\Seen`` flags are never touched.
 """
@@ -75,6 +78,16 @@ class ImapSession:
         self._lost = lost
         self._timeout_s = timeout_s
         self.selected: SelectInfo | None = None
+        self.exists_seen = 0
+        proto = client.protocol
+        original = proto._untagged_response
+
+        def untagged(line: bytes) -> Any:
+            if line.endswith(b" EXISTS"):
+                self.exists_seen += 1
+            return original(line)
+
+        proto._untagged_response = untagged
 
     # -- lifecycle -------------------------------------------------------------------------
 

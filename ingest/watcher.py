@@ -155,9 +155,12 @@ class Watcher:
     async def _catch_up(self, session: ImapSession, uidvalidity: int, last_uid: int) -> int:
         """Fetch and store every UID above ``last_uid``; the new last UID."""
         while not self._stopping.is_set():
+            seen = session.exists_seen
             uids = await session.uids_from(last_uid + 1)
             if not uids:
-                return last_uid
+                if session.exists_seen == seen:
+                    return last_uid
+                continue  # new mail was announced during the search: look again
             batches = await self._plan(session, uids)
             last_uid = await self._fetch_and_store(session, batches, uidvalidity, last_uid)
         return last_uid
