@@ -418,8 +418,7 @@ class Settings(BaseSettings):
     delivery_relay_security: str = Field(
         default="starttls",
         pattern=r"^(starttls|tls|none)$",
-        description="Transport security to the relay: starttls, tls (implicit, port 465) "
-        "or none.",
+        description="Transport security to the relay: starttls, tls (implicit, port 465) or none.",
     )
     delivery_relay_username: str = Field(
         default="", max_length=320, description="AUTH user name for the relay (empty: no AUTH)."
