@@ -440,8 +440,7 @@ class Settings(BaseSettings):
         default=20,
         ge=1,
         le=1000,
-        description="Open SMTP connections per (endpoint, credentials) in one process "
-        "(1-1000).",
+        description="Open SMTP connections per (endpoint, credentials) in one process (1-1000).",
     )
     delivery_pool_max_messages: int = Field(
         default=100,
