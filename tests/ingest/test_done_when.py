@@ -49,7 +49,7 @@ def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 def _idling(http_port: int) -> float:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2) as r:
             text = r.read().decode()
     except OSError:
         return 0.0
