@@ -91,6 +91,7 @@ async def blast(port: int, files: list[Path], messages: int, sessions: int) -> d
     global _runs
     per_file = max(1, messages // len(files))
     binary = smtp_source_path()
+    cpu0 = os.times()
     t0 = time.perf_counter()
     sent = 0
     for path in files:
@@ -119,7 +120,14 @@ async def blast(port: int, files: list[Path], messages: int, sessions: int) -> d
             raise RuntimeError(f"smtp-source failed on {path.name}: {err.decode()[-500:]}")
         sent += per_file
     elapsed = time.perf_counter() - t0
-    return {"messages": sent, "seconds": elapsed, "per_s": sent / elapsed}
+    cpu1 = os.times()
+    own_s = cpu1.user + cpu1.system - cpu0.user - cpu0.system
+    return {
+        "messages": sent,
+        "seconds": elapsed,
+        "per_s": sent / elapsed,
+        "cpu_us_per_msg": own_s / sent * 1e6,  # this process: the server under test
+    }
 
 
 async def bench_processing(app: App) -> dict[str, float]:
@@ -176,8 +184,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     bares.append(await blast(bare_port, files, args.messages, args.sessions))
                     fulls.append(await blast(listener.port, files, args.messages, args.sessions))
                     print(
-                        f"round {n + 1}: bare {bares[-1]['per_s']:7.0f} msg/s, "
-                        f"listener {fulls[-1]['per_s']:7.0f} msg/s"
+                        f"round {n + 1}: bare {bares[-1]['per_s']:7.0f} msg/s "
+                        f"({bares[-1]['cpu_us_per_msg']:.0f} us CPU/msg), "
+                        f"listener {fulls[-1]['per_s']:7.0f} msg/s "
+                        f"({fulls[-1]['cpu_us_per_msg']:.0f} us CPU/msg)"
                     )
                 bare = max(bares, key=lambda r: r["per_s"])
                 full = max(fulls, key=lambda r: r["per_s"])
@@ -197,6 +207,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 f"ratio listener/bare = {ratio:.2f} best-of-{args.rounds}, "
                 f"{median:.2f} median of rounds (target >= 0.6); {stored} stored"
             )
+            cpu_bare = sorted(b["cpu_us_per_msg"] for b in bares)[len(bares) // 2]
+            cpu_full = sorted(f["cpu_us_per_msg"] for f in fulls)[len(fulls) // 2]
+            print(
+                f"server CPU per message (median): bare {cpu_bare:.0f} us, listener "
+                f"{cpu_full:.0f} us; CPU ratio bare/listener = {cpu_bare / cpu_full:.2f}"
+            )
             processing = await bench_processing(app)
             print(f"(c) bounce handler, classify + attribute: {processing['per_s']:8.0f} jobs/s")
         return {
@@ -205,6 +221,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": round(ratio, 3),
             "ratio_median_of_rounds": round(median, 3),
             "rounds": args.rounds,
+            "bare_cpu_us_per_msg": round(cpu_bare),
+            "listener_cpu_us_per_msg": round(cpu_full),
             "stored": int(stored),
             "messages": int(full["messages"]),
             "sessions": args.sessions,

@@ -170,7 +170,7 @@ class Intake:
     a single message and nothing waits.
     """
 
-    def __init__(self, app: App, max_batch: int = 64, committers: int = 2):
+    def __init__(self, app: App, max_batch: int = 64, committers: int = 4):
         self.app = app
         self.verp = Verp(app.secret_key)
         self.timeout_s = app.settings.smtp_commit_timeout_s

@@ -132,14 +132,16 @@ class ConnectionGate:
 
 
 class DataReader:
-    """The DATA phase of one transaction, fed one line at a time.
+    """The DATA phase of one transaction, fed what the stream gives.
 
-    ``feed(chunk, complete)`` takes what the stream gave: a whole line ending in CRLF
-    (``complete``), or a piece of a line longer than the stream's buffer limit. It returns
-    True at the end-of-data line. Only a complete line that is exactly ``.`` CRLF ends the
-    data; a bare LF or CR never ends a line, so ``\\n.\\n`` and its variants are content,
-    not a message boundary (SMTP smuggling). Over the size or line limit, the data is
-    still read to its end (RFC 5321 4.2.5: reply after the data) but no longer kept.
+    The listener reads with ``readuntil(b".\r\n")``, so a piece ends at each candidate
+    terminator; a stretch longer than the stream's buffer comes as pieces that contain
+    none. :meth:`feed` returns True once the data ends: ``.`` CRLF at the start of a line,
+    that is after CRLF (or as the very first line). A bare LF or CR never starts a line,
+    so ``\n.\n``, ``\r.\r`` and the like are message content, never a boundary (SMTP
+    smuggling). Reading in pieces instead of lines keeps the per-message work in C (``find``,
+    ``split``, ``replace``) whatever the line count. Over the size limit the data is still
+    read to its end (RFC 5321 4.2.5: reply after the data) but no longer kept.
     """
 
     def __init__(self, max_bytes: int, max_line_bytes: int):
@@ -147,34 +149,36 @@ class DataReader:
         self.max_line_bytes = max_line_bytes
         self.size = 0
         self.error: Decision | None = None
-        self._lines: list[bytes] = []
-        self._line_len = 0  # bytes of the current line seen so far (across pieces)
+        self._data = bytearray()
+        self._tail = b""  # the last 5 bytes seen: a terminator may span two pieces
 
-    def feed(self, chunk: bytes, complete: bool) -> bool:
-        if complete and self._line_len == 0 and chunk == b".\r\n":
-            return True
+    def feed(self, chunk: bytes) -> bool:
         self.size += len(chunk)
-        self._line_len += len(chunk)
+        self._tail = (self._tail + chunk[-5:])[-5:]
         if self.error is None:
-            if self.size > self.max_bytes:
-                self._fail(Decision(Replies.TOO_BIG, "size"))
-            elif self._line_len > self.max_line_bytes:
-                self._fail(Decision(Replies.LINE_TOO_LONG, "line_length"))
-            elif self._line_len == len(chunk) and chunk[:1] == b".":
-                self._lines.append(chunk[1:])  # transparency (RFC 5321 4.5.2)
-            else:
-                self._lines.append(chunk)
-        if complete:
-            self._line_len = 0
-        return False
+            self._data += chunk
+            if len(self._data) > self.max_bytes + 3:  # + the terminator
+                self.error = Decision(Replies.TOO_BIG, "size")
+                self._data = bytearray()
+        tail = self._tail
+        return tail.endswith(b".\r\n") and (self.size == 3 or tail[-5:-3] == b"\r\n")
 
-    def _fail(self, decision: Decision) -> None:
-        self.error = decision
-        self._lines.clear()
-
-    def content(self) -> bytes:
-        """The message as the sender meant it (dot-unstuffed, line endings untouched)."""
-        return b"".join(self._lines)
+    def finish(self) -> bytes:
+        """The message as the sender meant it (dot-unstuffed, line endings untouched),
+        or ``b""`` with :attr:`error` set."""
+        if self.error is not None:
+            return b""
+        data = bytes(self._data[:-3])
+        self._data = bytearray()
+        if len(data) > self.max_bytes:
+            self.error = Decision(Replies.TOO_BIG, "size")
+            return b""
+        if data and max(map(len, data.split(b"\r\n"))) + 2 > self.max_line_bytes:
+            self.error = Decision(Replies.LINE_TOO_LONG, "line_length")
+            return b""
+        if data.startswith(b"."):  # transparency (RFC 5321 4.5.2)
+            data = data[1:]
+        return data.replace(b"\r\n.", b"\r\n")
 
 
 def dedupe_key(mail_from: str, rcpt_tos: list[str] | tuple[str, ...], raw: bytes) -> str:

@@ -270,10 +270,24 @@ async def test_smtp_smuggling_does_not_split_messages(
     assert all(b"smuggled" in bytes(r["raw"]) for r in raws)
 
 
-@hsettings(max_examples=200, deadline=None)
-@given(st.lists(st.binary(max_size=60), max_size=12))
-def test_data_reader_round_trip(lines: list[bytes]) -> None:
-    """Any content, dot-stuffed and fed as the stream splits it, comes back unchanged and
+def stream_pieces(wire: bytes, limit: int) -> list[bytes]:
+    """What ``readuntil(b".\\r\\n")`` on a stream with buffer ``limit`` hands out."""
+    pieces, pos = [], 0
+    while pos < len(wire):
+        found = wire.find(b".\r\n", pos)
+        if found != -1 and found - pos <= limit:
+            pieces.append(wire[pos : found + 3])
+            pos = found + 3
+        else:
+            pieces.append(wire[pos : pos + limit])
+            pos += limit
+    return pieces
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=60), max_size=12), st.integers(min_value=4, max_value=64))
+def test_data_reader_round_trip(lines: list[bytes], limit: int) -> None:
+    """Any content, dot-stuffed and cut as the stream cuts it, comes back unchanged and
     ends only at the terminator (bare CR/LF never end it)."""
     content = b"".join(line.replace(b"\r\n", b"\n") + b"\r\n" for line in lines)
     wire = b"".join(
@@ -282,11 +296,28 @@ def test_data_reader_round_trip(lines: list[bytes]) -> None:
     )
     wire += b".\r\n"
     reader = DataReader(10**6, 10**6)
-    pieces = [p + b"\r\n" for p in wire.split(b"\r\n")[:-1]]
-    ends = [reader.feed(piece, True) for piece in pieces]
+    pieces = stream_pieces(wire, limit)
+    ends = [reader.feed(piece) for piece in pieces]
     assert ends == [False] * (len(pieces) - 1) + [True]
-    assert reader.content() == content
+    assert reader.finish() == content
     assert reader.error is None
+
+
+def test_data_reader_limits() -> None:
+    """Too much data or too long a line: read to the end, then refused with the cause."""
+    big = DataReader(10, 1000)
+    assert not big.feed(b"0123456789abcdef\r\n")
+    assert big.feed(b".\r\n")
+    assert big.finish() == b""
+    assert big.error is not None and big.error.cause == "size"
+    long_line = DataReader(1000, 20)
+    assert long_line.feed(b"x" * 30 + b"\r\n.\r\n")
+    assert long_line.finish() == b""
+    assert long_line.error is not None and long_line.error.cause == "line_length"
+    empty = DataReader(10, 10)
+    assert empty.feed(b".\r\n")
+    assert empty.finish() == b""
+    assert empty.error is None
 
 
 def test_recipient_policy() -> None:
