@@ -33,6 +33,7 @@ from bounces.errors import BounceError
 from bounces.intake import Intake, SmtpEnvelope
 from bounces.metrics import BounceMetrics, bounce_metrics
 from bounces.smtp_policy import (
+    COMMAND_LIMITS,
     ConnectionGate,
     DataReader,
     Decision,
@@ -110,6 +111,7 @@ class BounceSMTP(SMTP):
             tls_context=listener.tls,
             timeout=listener.settings.smtp_idle_timeout_s,
             auth_exclude_mechanism=("LOGIN", "PLAIN"),
+            command_call_limit=COMMAND_LIMITS,
             loop=asyncio.get_running_loop(),
         )
         self.listener = listener

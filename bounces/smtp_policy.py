@@ -62,6 +62,23 @@ class Limits:
         )
 
 
+#: Times one session may send each command before it is cut off with 421 (aiosmtpd's
+#: ``command_call_limit``): generous for MTAs that reuse a connection for many bounces,
+#: tight for the commands only a prober or a stalling peer repeats.
+COMMAND_LIMITS: dict[str, int] = {
+    "*": 5000,
+    "NOOP": 50,
+    "RSET": 1000,
+    "HELP": 10,
+    "VRFY": 10,
+    "EXPN": 10,
+    "EHLO": 20,
+    "HELO": 20,
+    "STARTTLS": 2,
+    "AUTH": 5,
+}
+
+
 class Decision(NamedTuple):
     """A refusal (``reply`` and the metric ``cause``), or acceptance (both ``None``)."""
 

@@ -27,7 +27,7 @@ from bounces.errors import (
     translate_queue,
     translate_storage,
 )
-from bounces.intake import UNATTRIBUTED_TENANT, Intake, SmtpEnvelope
+from bounces.intake import UNATTRIBUTED_TENANT, Intake, SmtpEnvelope, header_summary
 from bounces.listener import Listener
 from bounces.processing import create_handler
 from bounces.smtp_policy import DataReader, Limits, RecipientPolicy, Replies
@@ -318,6 +318,25 @@ def test_data_reader_limits() -> None:
     assert empty.feed(b".\r\n")
     assert empty.finish() == b""
     assert empty.error is None
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000))
+def test_header_summary_never_raises(raw: bytes) -> None:
+    """The pre-commit header scan takes any bytes and returns short strings."""
+    summary = header_summary(raw)
+    assert all(isinstance(v, str) and len(v) <= 2000 for v in summary.values())
+
+
+async def test_noop_flood_is_cut_off(app: App, start_listener: StartListener) -> None:
+    """A peer stalling with NOOPs is disconnected with 421 after the command budget."""
+    listener = await start_listener()
+    smtp, _ = await RawSmtp.open(listener.port)
+    smtp.writer.write(b"NOOP\r\n" * 51)
+    replies = [await smtp.reply() for _ in range(51)]
+    assert all(r.startswith("250") for r in replies[:50])
+    assert replies[50].startswith("421 4.7.0")
+    await smtp.close()
 
 
 def test_recipient_policy() -> None:
