@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,13 @@ TEMPLATE_DB = "mailgate_template"
 _db_counter = itertools.count()
 
 
+def _private_dir(name: str) -> Path:
+    """A directory of this session's own for a server's data. Not under pytest's temp root:
+    another pytest session on the machine prunes old numbered folders there, which would
+    delete a running server's data under it."""
+    return Path(tempfile.mkdtemp(prefix=f"mailgate-test-{name}-"))
+
+
 def _with_database(url: str, database: str) -> str:
     base, _, _ = url.rpartition("/")
     return f"{base}/{database}"
@@ -45,7 +54,8 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+    root = _private_dir("postgres")
+    server = EmbeddedPostgres(root)
     try:
         url = server.start(timeout_s=60)
     except EmbeddedError as exc:
@@ -54,6 +64,7 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.stop(force=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +127,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     if os.environ.get("MAILGATE_TEST_REDIS_URL"):
         yield None
         return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    root = _private_dir("redis")
+    server = EmbeddedRedis(root)
     try:
         server.start(timeout_s=30)
     except EmbeddedError as exc:
@@ -125,6 +137,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
         yield server
     finally:
         server.stop(force=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

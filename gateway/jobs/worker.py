@@ -338,6 +338,9 @@ class Worker:
             self._busy[family] -= 1
             self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._slot_freed.set()
+            # The take loop may be idling on the queues of other, unsaturated families
+            # while this family's queue is full of work: a freed slot is a reason to look.
+            self._wake.set()
 
     async def _run_and_finish(self, spec: HandlerSpec, job: Job, stalls: int, t0: float) -> None:
         if stalls >= job.max_attempts:

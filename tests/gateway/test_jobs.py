@@ -354,6 +354,25 @@ async def test_handler_concurrency_limits(app: App, make_worker: Any) -> None:
     assert peak == 2  # imports default to 2
 
 
+async def test_a_saturated_family_does_not_wait_for_the_idle_poll(
+    app: App, make_worker: Any
+) -> None:
+    """With one family's slots full and another family idle, a freed slot takes the next
+    job at once (not at the next safety poll of worker_idle_poll_s)."""
+
+    async def quick(j: Job) -> None:
+        await asyncio.sleep(0.005)
+
+    await app.redis.lpush("queue:email:processing", *[job(f"q{i}") for i in range(60)])
+    worker = await make_worker(
+        {"email:processing": quick, "bounce": quick}, concurrency={"email:processing": 2}
+    )
+    t0 = time.monotonic()
+    await worker.run_until_empty(30)
+    # 30 batches of 2 at one per idle poll (1 s) would take 30 s.
+    assert time.monotonic() - t0 < 5
+
+
 async def test_tracking_survives_an_unstorable_payload(app: App, make_worker: Any) -> None:
     """A payload PostgreSQL's jsonb refuses (a NUL escape) does not block tracking."""
 
