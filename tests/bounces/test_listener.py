@@ -472,6 +472,39 @@ async def test_stop_says_421_to_idle_sessions(app: App) -> None:
         await asyncio.open_connection("127.0.0.1", component.listener.port)
 
 
+async def test_stop_lets_a_commit_in_flight_finish(app: App) -> None:
+    """A message being committed when the stop begins is committed and answered 250;
+    the listener refuses new connections meanwhile."""
+    release = asyncio.Event()
+
+    class Slow(Intake):
+        async def _store_all(self, batch: Any) -> Any:
+            await release.wait()
+            return await super()._store_all(batch)
+
+    listener = Listener(app, Slow(app))
+    await listener.start()
+    sending = asyncio.create_task(
+        aiosmtplib.send(
+            make_dsn("a@b.test"),
+            sender="mailer-daemon@rcpt.test",
+            recipients=["b+x@bounces.test"],
+            hostname="127.0.0.1",
+            port=listener.port,
+        )
+    )
+    await wait_for(lambda: _async(listener.intake.busy))
+    stopping = asyncio.create_task(listener.stop(asyncio.get_running_loop().time() + 10))
+    await wait_for(lambda: _async(listener.closing))
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", listener.port)
+    release.set()
+    response, _ = await sending
+    assert response == {}
+    await stopping
+    assert await app.db.fetchval("SELECT count(*) FROM email_messages") == 1
+
+
 # -- STARTTLS -------------------------------------------------------------------------------
 
 
