@@ -11,8 +11,10 @@ failed after the commit and the peer never retried) is found by :meth:`Intake.re
 
 Tenant: a genuine VERP token names a delivery, and the delivery row names its tenant. A
 message with no genuine token is kept under :data:`UNATTRIBUTED_TENANT`; it changes
-nothing anywhere else. ``message_type`` is ``bounce`` (mail to the bounce domain) until
-processing classifies it and records the kind it really is.
+nothing anywhere else. ``message_type`` at commit comes from the headers alone
+(:func:`provisional_type`: a report's ``report-type``, ``Auto-Submitted``), because the full
+classification is CPU work that must not delay the 250; processing classifies the message
+and records the kind it really is.
 """
 
 from __future__ import annotations
@@ -119,6 +121,21 @@ def header_summary(raw: bytes) -> dict[str, str]:
         elif current is not None:
             current = None  # a repeated header: keep the first
     return {name: value[:2000] for name, value in out.items()}
+
+
+def provisional_type(headers: dict[str, str]) -> str:
+    """The message type the headers announce: what is stored before the 250, until
+    processing has classified the message. Mail to the bounce domain without a sign
+    is taken for a (non-standard) bounce."""
+    content_type = headers.get("Content-Type", "").lower()
+    if "feedback-report" in content_type:
+        return "complaint"
+    if "delivery-status" in content_type:
+        return "bounce"
+    auto = headers.get("Auto-Submitted", "").strip().lower()
+    if auto.startswith("auto-replied"):
+        return "auto_reply"
+    return "bounce"
 
 
 def bounce_job(tenant_id: str, storage_key: str) -> dict[str, Any]:
@@ -327,7 +344,7 @@ class Intake:
             tenant_id=plan.tenant_id,
             dedupe_key=item.key,
             direction="inbound",
-            message_type="bounce",
+            message_type=provisional_type(item.headers),
             from_email=item.headers.get("From") or item.envelope.mail_from or None,
             to_emails=tuple(plan.rcpt_tos),
             subject=item.headers.get("Subject"),

@@ -347,8 +347,12 @@ async def test_forged_token_changes_nothing(app: App, run_jobs: Any) -> None:
 async def test_complaint_suppresses(app: App, run_jobs: Any) -> None:
     """An ARF complaint marks the delivery complained, counts and suppresses."""
     await add_delivery(app, "v3", recipient="annoyed@provider.test")
-    await intake(app, make_arf("annoyed@provider.test"), "v3")
+    key = await intake(app, make_arf("annoyed@provider.test"), "v3")
     await run_jobs()
+    msg_type = await app.db.fetchval(
+        "SELECT message_type FROM email_messages WHERE storage_key = $1", key
+    )
+    assert msg_type == "complaint"
     assert (await delivery(app, "v3"))["status"] == "complained"
     assert (await suppression(app, "annoyed@provider.test"))["reason"] == "complaint"
     assert (await metrics_row(app))["complaints"] == 1
@@ -376,6 +380,10 @@ async def test_auto_reply_is_not_a_bounce(app: App, run_jobs: Any) -> None:
     """An auto-reply to a VERP address is recorded as such; the delivery stays sent."""
     await add_delivery(app, "v5", recipient="jane@corp.test")
     key = await intake(app, make_autoreply(), "v5")
+    committed_type = await app.db.fetchval(
+        "SELECT message_type FROM email_messages WHERE storage_key = $1", key
+    )
+    assert committed_type == "auto_reply"  # from the headers, before classification
     await run_jobs()
     assert (await delivery(app, "v5"))["status"] == "sent"
     assert await app.db.fetchval("SELECT outcome FROM bounce_reports") == "auto_reply"
