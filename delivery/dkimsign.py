@@ -124,22 +124,63 @@ def _signed_header_list(present: Sequence[bytes]) -> list[bytes]:
     return chosen + extra
 
 
+_POLICY = dkim.CanonicalizationPolicy.from_c_value(b"/".join(CANONICALIZATION))
+_C_VALUE = _POLICY.to_c_value()
+
+
+def split_headers(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """(headers, body) of a CRLF message, as ``dkim.rfc822_parse`` gives them.
+
+    Only the header block is split into lines (dkimpy's parser splits the whole message
+    with a regex, body included, which cost more than the rest of the signing): each
+    header is (name, value) with the value as written after the colon, continuation lines
+    included, each line ending CRLF. The body is everything after the blank line.
+    """
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        block, body = message, b""
+        if block.endswith(b"\r\n"):
+            block = block[:-2]
+    else:
+        block, body = message[:end], message[end + 4 :]
+    headers: list[tuple[bytes, bytes]] = []
+    for line in block.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + line + b"\r\n")
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not _is_field_name(name):
+            raise DkimKeyError(f"cannot DKIM-sign: malformed header line {line[:80]!r}")
+        headers.append((name, value + b"\r\n"))
+    return headers, body
+
+
+def _is_field_name(name: bytes) -> bool:
+    return all(33 <= c <= 126 for c in name)
+
+
 def sign_message(message: bytes, keys: Sequence[DkimKey], *, now: float | None = None) -> bytes:
-    """``message`` (CRLF line ends) with one DKIM-Signature header per key prepended."""
-    parsed = dkim.DKIM(message, linesep=b"\r\n")
-    policy = dkim.CanonicalizationPolicy.from_c_value(b"/".join(CANONICALIZATION))
-    include = _signed_header_list([name for name, _ in parsed.headers])
+    """``message`` (CRLF line ends) with one DKIM-Signature header per key prepended.
+
+    dkimpy decides what is signed (its relaxed header canonicalisation, ``hash_headers``,
+    ``fold``, the ``b=`` stripping); only the header block is split here, and only the
+    headers named in ``h=`` are canonicalised (``hash_headers`` picks those anyway).
+    """
+    headers, body = split_headers(message)
+    include = _signed_header_list([name for name, _ in headers])
     if b"from" not in include:
         raise DkimKeyError("a message without a From header cannot be DKIM-signed")
-    bodyhash = base64.b64encode(hashlib.sha256(policy.canonicalize_body(parsed.body)).digest())
-    cheaders = policy.canonicalize_headers(parsed.headers)
+    wanted = frozenset(include)
+    bodyhash = base64.b64encode(hashlib.sha256(_POLICY.canonicalize_body(body)).digest())
+    cheaders = _POLICY.canonicalize_headers([h for h in headers if h[0].lower() in wanted])
     stamp = str(int(now if now is not None else time.time())).encode()
     out: list[bytes] = []
     for key in keys:
         fields = [
             (b"v", b"1"),
             (b"a", key.algorithm.encode()),
-            (b"c", policy.to_c_value()),
+            (b"c", _C_VALUE),
             (b"d", key.domain.encode()),
             (b"i", b"@" + key.domain.encode()),
             (b"q", b"dns/txt"),
@@ -153,7 +194,7 @@ def sign_message(message: bytes, keys: Sequence[DkimKey], *, now: float | None =
         value = dkim.RE_BTAG.sub(b"\\1", value)
         hasher = hashlib.sha256()
         dkim.hash_headers(
-            hasher, policy, cheaders, include, (HEADER_NAME, b" " + value), dict(fields)
+            hasher, _POLICY, cheaders, include, (HEADER_NAME, b" " + value), dict(fields)
         )
         fields[-1] = (b"b", base64.b64encode(key.sign_digest(hasher.digest())))
         signed = dkim.fold(

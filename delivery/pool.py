@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from delivery.reply import SmtpReply
 log = logging.getLogger(__name__)
 
 SECURITIES = ("starttls", "tls", "none")
+# Addresses sent as-is in MAIL/RCPT (RFC 5321 dot-atom local part, plain domain).
+_PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{1,64}@[A-Za-z0-9.\-]{1,253}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,24 @@ class _EndpointSlots:
         self.idle: list[_Connection] = []
         self.open = 0
         self.free = asyncio.Semaphore(limit)
+
+
+async def _mail_fast(smtp: aiosmtplib.SMTP, sender: str) -> None:
+    """MAIL FROM without aiosmtplib's ``email.utils`` address parsing (about a tenth of
+    the CPU of a send). Only for addresses matching ``_PLAIN`` (dot-atom ASCII
+    ``local@domain``, nothing to quote), for which ``<addr>`` is exactly what
+    ``quote_address`` produces; anything else goes through ``smtp.mail``. Refusals raise
+    as ``smtp.mail`` does."""
+    response = await smtp.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
+    if response.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+async def _rcpt_fast(smtp: aiosmtplib.SMTP, recipient: str) -> None:
+    """RCPT TO, as :func:`_mail_fast`; 250 and 251 accept, as in ``smtp.rcpt``."""
+    response = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+    if response.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
 
 
 class SmtpPool:
@@ -179,9 +200,16 @@ class SmtpPool:
         conn.transactions += 1
         stage = "mail"
         try:
-            await smtp.mail(sender)
-            stage = "rcpt"
-            await smtp.rcpt(recipient)
+            if smtp.is_ehlo_or_helo_needed or not (
+                _PLAIN.fullmatch(sender) and _PLAIN.fullmatch(recipient)
+            ):
+                await smtp.mail(sender)
+                stage = "rcpt"
+                await smtp.rcpt(recipient)
+            else:
+                await _mail_fast(smtp, sender)
+                stage = "rcpt"
+                await _rcpt_fast(smtp, recipient)
             stage = "data"
             response = await smtp.data(message)
             return SmtpReply.parse(response.code, response.message)

@@ -18,12 +18,13 @@ import base64
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
 
+from delivery.batch import Coalescer
 from delivery.errors import PayloadError
 
 CACHE_TTL_S = 5.0
@@ -113,6 +114,9 @@ class ContextStore:
     def __init__(self, pool: asyncpg.Pool, ttl_s: float = CACHE_TTL_S):
         self.pool = pool
         self._cache = _TtlCache(ttl_s)
+        self._contacts: Coalescer[tuple[str, str | None, str], Contact | None] = Coalescer(
+            "contacts", self._contacts_many, self._contact_one
+        )
 
     async def tenant_of_campaign(self, campaign_id: str) -> str:
         """Seed 000 jobs carry no tenant: it is the campaign's (ids are global keys)."""
@@ -201,23 +205,42 @@ class ContextStore:
         return await self._cache.get(("dkim", tenant, domain), load)
 
     async def contact(self, tenant: str, contact_id: str | None, email: str) -> Contact | None:
-        if contact_id is not None:
-            row = await self.pool.fetchrow(
-                "SELECT id, email, name, fields FROM contacts WHERE tenant_id = $1 AND id = $2",
-                tenant,
-                contact_id,
-            )
-        else:
-            row = await self.pool.fetchrow(
-                "SELECT id, email, name, fields FROM contacts"
-                " WHERE tenant_id = $1 AND lower(email) = lower($2)",
-                tenant,
-                email,
-            )
-        if row is None:
-            return None
-        fields = row["fields"] if isinstance(row["fields"], dict) else {}
-        return Contact(row["id"], row["email"], row["name"], fields)
+        """The contact by id, else by address (case-insensitive); batched with others."""
+        return await self._contacts.submit((tenant, contact_id, email))
+
+    async def _contact_one(self, item: tuple[str, str | None, str]) -> Contact | None:
+        return (await self._contacts_many([item]))[0]
+
+    async def _contacts_many(
+        self, items: Sequence[tuple[str, str | None, str]]
+    ) -> list[Contact | None]:
+        rows = await self.pool.fetch(
+            _CONTACTS,
+            [t for t, _, _ in items],
+            [c for _, c, _ in items],
+            [e for _, _, e in items],
+        )
+        found: list[Contact | None] = [None] * len(items)
+        for row in rows:
+            fields = row["fields"] if isinstance(row["fields"], dict) else {}
+            found[row["i"] - 1] = Contact(row["id"], row["email"], row["name"], fields)
+        return found
+
+
+# By id when the job names one, else by address; one row per item (ordinality i).
+_CONTACTS = """
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+        AS v(tenant_id, contact_id, email, i)
+)
+SELECT v.i, c.id, c.email, c.name, c.fields FROM v
+    JOIN contacts c ON c.tenant_id = v.tenant_id AND c.id = v.contact_id
+    WHERE v.contact_id IS NOT NULL
+UNION ALL
+SELECT v.i, c.id, c.email, c.name, c.fields FROM v
+    JOIN contacts c ON c.tenant_id = v.tenant_id AND lower(c.email) = lower(v.email)
+    WHERE v.contact_id IS NULL
+"""
 
 
 @dataclass(frozen=True)
@@ -243,58 +266,127 @@ class NewDelivery:
 
 
 _CLAIM = """
-WITH sup AS (
-    SELECT EXISTS (
-        SELECT 1 FROM suppressions WHERE tenant_id = $2 AND email = lower($6)
-        AND (expires_at IS NULL OR expires_at > now())) AS s
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+        $6::text[], $7::text[], $8::text[], $9::boolean[])
+        AS v(id, tenant_id, idempotency_key, campaign_id, recipient_id, recipient_email,
+             email_account_id, job_id, expired)
 )
 INSERT INTO email_deliveries AS d (id, tenant_id, idempotency_key, campaign_id, recipient_id,
     recipient_email, email_account_id, job_id, status, attempt_count)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8,
-       CASE WHEN $9::boolean THEN 'expired' WHEN sup.s THEN 'suppressed' ELSE 'sending' END, 1
-FROM sup
+SELECT v.id, v.tenant_id, v.idempotency_key, v.campaign_id, v.recipient_id,
+       v.recipient_email, v.email_account_id, v.job_id,
+       CASE WHEN v.expired THEN 'expired'
+            WHEN EXISTS (
+                SELECT 1 FROM suppressions s
+                WHERE s.tenant_id = v.tenant_id AND s.email = lower(v.recipient_email)
+                AND (s.expires_at IS NULL OR s.expires_at > now())) THEN 'suppressed'
+            ELSE 'sending' END,
+       1
+FROM v ORDER BY v.tenant_id, v.idempotency_key
 ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
     SET status = EXCLUDED.status, attempt_count = d.attempt_count + 1, updated_at = now(),
         job_id = EXCLUDED.job_id
     WHERE d.status IN ('queued', 'sending', 'deferred')
-RETURNING id, status
+RETURNING d.id, d.status
+"""
+
+_FINAL_ROWS = """
+SELECT d.id, d.status, d.smtp_code, d.provider_response FROM email_deliveries d
+JOIN unnest($1::text[], $2::text[]) AS v(tenant_id, id) ON d.tenant_id = v.tenant_id
+    AND d.id = v.id
+"""
+
+_RECORD = """
+UPDATE email_deliveries AS d SET status = v.status,
+    message_id = COALESCE(v.message_id, d.message_id),
+    smtp_code = v.smtp_code, enhanced_status = v.enhanced, provider_response = v.response,
+    sent_at = CASE WHEN v.status = 'sent' THEN now() ELSE d.sent_at END,
+    bounce_type = COALESCE(v.bounce_type, d.bounce_type),
+    bounce_reason = COALESCE(v.bounce_reason, d.bounce_reason), updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+    $7::text[], $8::text[], $9::text[])
+    AS v(tenant_id, id, status, message_id, smtp_code, enhanced, response, bounce_type,
+         bounce_reason)
+WHERE d.tenant_id = v.tenant_id AND d.id = v.id
+    AND d.status IN ('queued', 'sending', 'deferred')
+RETURNING d.id
 """
 
 
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one attempt, as :meth:`DeliveryStore.record` writes it."""
+
+    tenant_id: str
+    delivery_id: str
+    status: str
+    message_id: str | None = None
+    smtp_code: int | None = None
+    enhanced: str | None = None
+    response: str | None = None
+    bounce_type: str | None = None
+    bounce_reason: str | None = None
+
+
 class DeliveryStore:
-    """Writes ``email_deliveries`` rows (and their campaign counters)."""
+    """Writes ``email_deliveries`` rows, many sends' rows per statement (:mod:`.batch`)."""
 
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
+        self._claims: Coalescer[tuple[NewDelivery, bool], Claim] = Coalescer(
+            "claims", self._claim_many, self._claim_one
+        )
+        self._records: Coalescer[Result, bool] = Coalescer(
+            "records", self._record_many, self._record_one
+        )
 
     async def claim(self, new: NewDelivery, *, expired: bool) -> Claim:
-        """Write the row ``sending`` (``suppressed``/``expired``) unless it is final."""
-        delivery_id = delivery_id_for(new.tenant_id, new.idempotency_key)
+        """Write the row ``sending`` (``suppressed``/``expired``) unless it is final.
+
+        Committed before this returns (the statement is its own transaction), so the row
+        is ``sending`` before any byte of the SMTP transaction."""
+        return await self._claims.submit((new, expired))
+
+    async def _claim_one(self, item: tuple[NewDelivery, bool]) -> Claim:
+        return (await self._claim_many([item]))[0]
+
+    async def _claim_many(self, items: Sequence[tuple[NewDelivery, bool]]) -> list[Claim]:
+        ids = [delivery_id_for(n.tenant_id, n.idempotency_key) for n, _ in items]
+        cols: list[list[Any]] = [ids]
+        for attr in (
+            "tenant_id",
+            "idempotency_key",
+            "campaign_id",
+            "recipient_id",
+            "recipient_email",
+            "email_account_id",
+            "job_id",
+        ):
+            cols.append([getattr(n, attr) for n, _ in items])
+        cols.append([expired for _, expired in items])
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                _CLAIM,
-                delivery_id,
-                new.tenant_id,
-                new.idempotency_key,
-                new.campaign_id,
-                new.recipient_id,
-                new.recipient_email,
-                new.email_account_id,
-                new.job_id,
-                expired,
+            rows = await conn.fetch(_CLAIM, *cols)
+            claimed = {r["id"]: r["status"] for r in rows}
+            missing = [(n.tenant_id, i) for (n, _), i in zip(items, ids, strict=True)]
+            missing = [(t, i) for t, i in missing if i not in claimed]
+            final = {}
+            if missing:
+                found = await conn.fetch(
+                    _FINAL_ROWS, [t for t, _ in missing], [i for _, i in missing]
+                )
+                final = {r["id"]: r for r in found}
+        out: list[Claim] = []
+        for delivery_id in ids:
+            if delivery_id in claimed:
+                status = claimed[delivery_id]
+                out.append(Claim(delivery_id, status, status == "sending"))
+                continue
+            row = final[delivery_id]
+            out.append(
+                Claim(delivery_id, row["status"], False, row["smtp_code"], row["provider_response"])
             )
-            if row is not None:
-                return Claim(row["id"], row["status"], row["status"] == "sending")
-            final = await conn.fetchrow(
-                "SELECT id, status, smtp_code, provider_response FROM email_deliveries"
-                " WHERE tenant_id = $1 AND idempotency_key = $2",
-                new.tenant_id,
-                new.idempotency_key,
-            )
-        assert final is not None
-        return Claim(
-            final["id"], final["status"], False, final["smtp_code"], final["provider_response"]
-        )
+        return out
 
     async def record(
         self,
@@ -309,30 +401,45 @@ class DeliveryStore:
         bounce_type: str | None = None,
         bounce_reason: str | None = None,
     ) -> bool:
-        """Set the outcome of an attempt; False when the row was already final.
+        """Set the outcome of an attempt (committed on return); False when the row was
+        already final.
 
         Campaign counters are not touched here: one hot ``campaign_metrics`` row updated
         by every send would serialise all senders of a campaign; the analytics job
         aggregates ``email_deliveries`` instead (bounces still count theirs).
         """
-        changed = await self.pool.fetchval(
-            """
-            UPDATE email_deliveries SET status = $3, message_id = COALESCE($4, message_id),
-                smtp_code = $5, enhanced_status = $6, provider_response = $7,
-                sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,
-                bounce_type = COALESCE($8, bounce_type),
-                bounce_reason = COALESCE($9, bounce_reason), updated_at = now()
-            WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'sending', 'deferred')
-            RETURNING 1
-            """,
-            tenant,
-            delivery_id,
-            status,
-            message_id,
-            smtp_code,
-            enhanced,
-            (response or "")[:1000] or None,
-            bounce_type,
-            bounce_reason,
+        return await self._records.submit(
+            Result(
+                tenant,
+                delivery_id,
+                status,
+                message_id,
+                smtp_code,
+                enhanced,
+                (response or "")[:1000] or None,
+                bounce_type,
+                bounce_reason,
+            )
         )
-        return bool(changed)
+
+    async def _record_one(self, item: Result) -> bool:
+        return (await self._record_many([item]))[0]
+
+    async def _record_many(self, items: Sequence[Result]) -> list[bool]:
+        cols = [
+            [getattr(r, attr) for r in items]
+            for attr in (
+                "tenant_id",
+                "delivery_id",
+                "status",
+                "message_id",
+                "smtp_code",
+                "enhanced",
+                "response",
+                "bounce_type",
+                "bounce_reason",
+            )
+        ]
+        rows = await self.pool.fetch(_RECORD, *cols)
+        changed = {r["id"] for r in rows}
+        return [r.delivery_id in changed for r in items]
