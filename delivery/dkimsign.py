@@ -15,7 +15,9 @@ The key is parsed once, when the signer is built. Keys come from PEM files
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -167,6 +169,45 @@ def sign_message(message: bytes, keys: Sequence[DkimKey], *, now: float | None =
     ``fold``, the ``b=`` stripping); only the header block is split here, and only the
     headers named in ``h=`` are canonicalised (``hash_headers`` picks those anyway).
     """
+    pending = _prepare(message, keys, now)
+    return _assemble([(p, p.key.sign_digest(p.digest)) for p in pending], message)
+
+
+async def sign_message_offloaded(
+    message: bytes,
+    keys: Sequence[DkimKey],
+    executor: concurrent.futures.Executor,
+    *,
+    now: float | None = None,
+) -> bytes:
+    """:func:`sign_message`, with RSA signatures computed on ``executor``'s threads.
+
+    ``cryptography`` releases the GIL while it signs, and an RSA-2048 signature (~0.26 ms)
+    was a third of the event loop's CPU per send; on a thread it runs on another core
+    while the loop goes on. Ed25519 (~0.05 ms) is cheaper than the hand-off, so inline.
+    """
+    pending = _prepare(message, keys, now)
+    loop = asyncio.get_running_loop()
+    signed: list[tuple[_Pending, bytes]] = []
+    for p in pending:
+        if p.key.algorithm == "rsa-sha256":
+            signature = await loop.run_in_executor(executor, p.key.sign_digest, p.digest)
+        else:
+            signature = p.key.sign_digest(p.digest)
+        signed.append((p, signature))
+    return _assemble(signed, message)
+
+
+@dataclass
+class _Pending:
+    """One signature to make: its tag list (``b=`` still a placeholder) and header hash."""
+
+    key: DkimKey
+    fields: list[tuple[bytes, bytes]]
+    digest: bytes
+
+
+def _prepare(message: bytes, keys: Sequence[DkimKey], now: float | None) -> list[_Pending]:
     headers, body = split_headers(message)
     include = _signed_header_list([name for name, _ in headers])
     if b"from" not in include:
@@ -175,7 +216,7 @@ def sign_message(message: bytes, keys: Sequence[DkimKey], *, now: float | None =
     bodyhash = base64.b64encode(hashlib.sha256(_POLICY.canonicalize_body(body)).digest())
     cheaders = _POLICY.canonicalize_headers([h for h in headers if h[0].lower() in wanted])
     stamp = str(int(now if now is not None else time.time())).encode()
-    out: list[bytes] = []
+    out: list[_Pending] = []
     for key in keys:
         fields = [
             (b"v", b"1"),
@@ -196,9 +237,16 @@ def sign_message(message: bytes, keys: Sequence[DkimKey], *, now: float | None =
         dkim.hash_headers(
             hasher, _POLICY, cheaders, include, (HEADER_NAME, b" " + value), dict(fields)
         )
-        fields[-1] = (b"b", base64.b64encode(key.sign_digest(hasher.digest())))
-        signed = dkim.fold(
+        out.append(_Pending(key, fields, hasher.digest()))
+    return out
+
+
+def _assemble(signed: Sequence[tuple[_Pending, bytes]], message: bytes) -> bytes:
+    out: list[bytes] = []
+    for pending, signature in signed:
+        fields = [*pending.fields[:-1], (b"b", base64.b64encode(signature))]
+        value = dkim.fold(
             b"; ".join(b"=".join(f) for f in fields) + b"\r\n", namelen=len(HEADER_NAME)
         )
-        out.append(HEADER_NAME + b": " + signed)
+        out.append(HEADER_NAME + b": " + value)
     return b"".join(out) + message

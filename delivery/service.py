@@ -16,12 +16,15 @@ No double sends: the row is ``sending`` before the transaction and a run finding
 sends nothing. The one window left is a process dying after the server's 250 and before the
 ``sent`` commit: that delivery is still ``sending`` and is sent again when its job is
 reaped and re-run. At most the sends in flight at the crash (``delivery_concurrency`` per
-worker) can be duplicated; each such duplicate carries the same Message-ID (it derives
-from the delivery id), so receivers and threading see one message.
+worker: a send whose ``sent`` update waits in the outcome batch still holds its slot) can
+be duplicated, i.e. at most the rows left ``sending``; each such duplicate carries the
+same Message-ID (it derives from the delivery id), so receivers and threading see one
+message.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import logging
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from delivery.compose import Envelope, compose, domain_of, message_id_for
-from delivery.dkimsign import DkimKey, DkimKeyError, sign_message
+from delivery.dkimsign import DkimKey, DkimKeyError, sign_message_offloaded
 from delivery.errors import PayloadError, RouteError, TransportError
 from delivery.metrics import delivery_metrics
 from delivery.payload import SendRequest, parse_request
@@ -140,6 +143,9 @@ class Sender:
         self.metrics = delivery_metrics(app)
         self.metrics.pool_connections.set_function(lambda: self.pool.open_connections)
         self._db_keys: dict[bytes, DkimKey] = {}
+        # RSA signatures off the event loop (see sign_message_offloaded); two threads: the
+        # machine has two cores and the loop needs one.
+        self._signing = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="dkim")
 
     # -- the job --------------------------------------------------------------------------
 
@@ -287,7 +293,7 @@ class Sender:
         message = compose(envelope, content, date=self.clock())
         keys = await self.keys_for(tenant, sending_domain)
         if keys:
-            message = sign_message(message, keys, now=self.clock())
+            message = await sign_message_offloaded(message, keys, self._signing, now=self.clock())
         endpoint = self.endpoint_for(account)
         t0 = time.perf_counter()
         try:
@@ -461,6 +467,7 @@ class Sender:
 
     async def aclose(self) -> None:
         await self.pool.close()
+        self._signing.shutdown(wait=False)
 
 
 def _seconds_to_midnight(now: float) -> float:

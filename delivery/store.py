@@ -3,13 +3,15 @@
 Every query names the tenant. The campaign, template, account, warmup ramp and DKIM keys
 change rarely and are read for every send, so :class:`ContextStore` keeps them for a few
 seconds (``CACHE_TTL_S``); the contact, the suppression check and the delivery row are
-read and written per send.
+read and written per send, but the sends in flight share statements: contacts, claims
+and outcomes each go through a :class:`~delivery.batch.Coalescer` (one ``unnest``
+statement for everything submitted during the previous round trip).
 
 The delivery row is the idempotency record: one row per (tenant, idempotency key), the
 key being the job's ``idempotency_key`` or its id. :meth:`DeliveryStore.claim` writes it
-``sending`` (or ``suppressed``) before the SMTP transaction in ONE statement, and only
-while it is not final; a job run again finds a ``sent`` (or failed, suppressed, expired)
-row and sends nothing.
+``sending`` (or ``suppressed``) before the SMTP transaction in one statement (with the
+other claims of its batch), and only while it is not final; a job run again finds a
+``sent`` (or failed, suppressed, expired) row and sends nothing.
 """
 
 from __future__ import annotations
