@@ -126,8 +126,10 @@ class Watcher:
                     session.close()
         self.ctx.metrics.reconnects.inc()
         log.warning(
-            "IMAP session ended; reconnecting",
-            extra={"error": self.machine.last_error, "retry_in_s": round(delay, 2)},
+            "IMAP session ended (%s); reconnecting in %.1f s",
+            self.machine.last_error,
+            delay,
+            extra={"failures": self.machine.failures},
         )
         return delay
 
