@@ -24,7 +24,7 @@ _FETCH_START = re.compile(rb"^(\d+) FETCH \(", re.I)
 _UID = re.compile(rb"\bUID (\d+)", re.I)
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.I)
 _DATE = re.compile(rb'\bINTERNALDATE "([^"]+)"', re.I)
-_LIST = re.compile(rb'^LIST \(([^)]*)\) (NIL|"(?:[^"\\]|\\.)*") (.+)$', re.I)
+_LIST = re.compile(rb'^(?:LIST )?\(([^)]*)\) (NIL|"(?:[^"\\]|\\.)*") (.+)$', re.I)
 
 
 @dataclass(frozen=True)
