@@ -96,12 +96,15 @@ def split_delayed_member(member: bytes) -> tuple[str, bytes]:
 # -- Lua scripts ------------------------------------------------------------------------------
 
 # TAKE: move up to N jobs, strictly in the order of KEYS (priority), oldest first, from each
-# queue into this worker's processing list for that queue. Per-family free slots bound it.
+# queue into this worker's processing list for that queue, bounded by per-family free
+# slots, and mark each one processing in its tracking hash (one round trip per batch).
 #   KEYS: the candidate queues, highest priority first
 #   ARGV[1]: processing-list prefix ("mailgate:processing:<worker>:")
 #   ARGV[2]: total jobs wanted (global free slots)
-#   ARGV[2+i]: "<family>=<free slots>" for KEYS[i]
-# Returns a flat array: queue, raw, queue, raw, ...
+#   ARGV[3]: worker id   ARGV[4]: now (ISO-8601)
+#   ARGV[4+i]: "<family>=<free slots>" for KEYS[i]
+# Returns a flat array: queue, raw, stalls, ... (stalls: how often a dead worker held the
+# job; -1 when the bytes are not a job object with an id: the worker dead-letters those).
 TAKE = """
 local prefix = ARGV[1]
 local want = tonumber(ARGV[2])
@@ -109,13 +112,24 @@ local free = {}
 local out = {}
 for i, queue in ipairs(KEYS) do
   if want <= 0 then break end
-  local fam, slots = string.match(ARGV[2 + i], "^(.*)=(%d+)$")
+  local fam, slots = string.match(ARGV[4 + i], "^(.*)=(%d+)$")
   if free[fam] == nil then free[fam] = tonumber(slots) end
   while want > 0 and free[fam] > 0 do
     local raw = redis.call('LMOVE', queue, prefix .. queue, 'RIGHT', 'LEFT')
     if not raw then break end
+    local stalls = -1
+    local ok, job = pcall(cjson.decode, raw)
+    if ok and type(job) == 'table' and (type(job.id) == 'string' or type(job.id) == 'number') then
+      local key = 'job:' .. tostring(job.id)
+      local attempt = (tonumber(job.attempt_count) or 0) + 1
+      redis.call('HSET', key, 'status', 'processing', 'worker_id', ARGV[3],
+                 'queue_name', queue, 'started_at', ARGV[4], 'updated_at', ARGV[4],
+                 'attempt_count', attempt)
+      stalls = tonumber(redis.call('HGET', key, 'stalls') or '0')
+    end
     out[#out + 1] = queue
     out[#out + 1] = raw
+    out[#out + 1] = stalls
     want = want - 1
     free[fam] = free[fam] - 1
   end

@@ -251,7 +251,13 @@ class Worker:
             try:
                 flat = await self._take(
                     keys=queues,
-                    args=[keys.processing_prefix(self.worker_id), total, *caps],
+                    args=[
+                        keys.processing_prefix(self.worker_id),
+                        total,
+                        self.worker_id,
+                        utc_now_iso(),
+                        *caps,
+                    ],
                 )
                 failures = 0
             except (RedisError, OSError) as exc:
@@ -267,8 +273,11 @@ class Worker:
                 poll = self.idle_poll_s if self._notifications else FALLBACK_POLL_S
                 await self._wait_for(self._wake, poll)
                 continue
-            pairs = [(flat[i].decode(), bytes(flat[i + 1])) for i in range(0, len(flat), 2)]
-            await self._begin(pairs)
+            taken = [
+                (flat[i].decode(), bytes(flat[i + 1]), int(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+            await self._begin(taken)
 
     async def _wait_for(self, event: asyncio.Event, limit_s: float | None) -> None:
         """Wait for ``event`` or a stop request, at most ``timeout`` seconds."""
@@ -279,45 +288,18 @@ class Worker:
             for w in waits:
                 w.cancel()
 
-    async def _begin(self, taken: list[tuple[str, bytes]]) -> None:
-        """Parse what was taken, mark it processing, and start a task per job."""
-        jobs: list[Job] = []
-        for queue, raw in taken:
+    async def _begin(self, taken: list[tuple[str, bytes, int]]) -> None:
+        """Start a task per job taken (TAKE already marked them processing)."""
+        started = self._now_dt()
+        for queue, raw, stalls in taken:
             try:
-                jobs.append(parse_job(raw, queue))
+                job = parse_job(raw, queue)
             except MalformedJob as exc:
                 await self._dead_letter_malformed(queue, raw, exc)
-        if not jobs:
-            return
-        now = utc_now_iso()
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for job in jobs:
-                    key = keys.job_key(job.id)
-                    pipe.hset(
-                        key,
-                        mapping={
-                            "status": "processing",
-                            "worker_id": self.worker_id,
-                            "queue_name": job.queue,
-                            "started_at": now,
-                            "updated_at": now,
-                            "attempt_count": job.attempt,
-                        },
-                    )
-                    pipe.persist(key)
-                    pipe.hget(key, "stalls")
-                replies = await pipe.execute()
-            stalls = [int(replies[i * 3 + 2] or 0) for i in range(len(jobs))]
-        except (RedisError, OSError) as exc:
-            # The jobs are safely held; tracking catches up at the end of each job.
-            log.warning("cannot mark jobs processing", extra={"error": _error_text(exc)})
-            stalls = [0] * len(jobs)
-        started = self._now_dt()
-        for job, stall_count in zip(jobs, stalls, strict=True):
+                continue
             family = keys.QUEUE_FAMILY[job.queue]
             self._busy[family] += 1
-            task = asyncio.create_task(self._run(job, stall_count), name=f"job-{job.id}")
+            task = asyncio.create_task(self._run(job, max(stalls, 0)), name=f"job-{job.id}")
             self._in_flight[task] = job
             self.finisher.note(
                 JobRow(job, "running", self.worker_id, job.attempt, started_at=started)
