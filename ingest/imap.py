@@ -191,6 +191,9 @@ class ImapSession:
                 timeout=timeout_s or self._timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
+        except BaseException:
+            task.cancel()  # we are cancelled: leave nothing pending behind
+            raise
         finally:
             lost.cancel()
         if task in done:

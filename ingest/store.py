@@ -125,9 +125,10 @@ class Stored:
 
 
 async def store_fetched(
-    conn: asyncpg.Connection, record: MessageRecord, fingerprint: bytes
+    conn: asyncpg.Connection, record: MessageRecord, fingerprint: bytes, *, routed: bool = False
 ) -> Stored:
-    """Store once (see module docstring); the sync position moves either way."""
+    """Store once (see module docstring); the sync position moves either way. ``routed``:
+    nothing to do after the commit, so ``routed_at`` is set in the same transaction."""
     pos = record.position
     assert pos is not None
     async with conn.transaction():
@@ -153,6 +154,13 @@ async def store_fetched(
             fingerprint,
             result.storage_key,
         )
+        if routed and result.created:
+            await conn.execute(
+                "UPDATE email_messages SET routed_at = now() "
+                "WHERE tenant_id = $1 AND storage_key = $2",
+                record.tenant_id,
+                result.storage_key,
+            )
     return Stored(result.storage_key, result.created)
 
 

@@ -218,13 +218,12 @@ class Watcher:
                 items = getter.result()
                 if items is None:
                     break
-                for item in items:
-                    if item.uid <= last_uid:
-                        continue
-                    await self._store(item, uidvalidity)
-                    last_uid = item.uid
-                    if self._stopping.is_set():
-                        return last_uid
+                fresh = [i for i in items if i.uid > last_uid]
+                if fresh:
+                    await self._store_batch(fresh, uidvalidity)
+                    last_uid = fresh[-1].uid
+                if self._stopping.is_set():
+                    return last_uid
         finally:
             if not producer.done():
                 producer.cancel()
@@ -234,50 +233,70 @@ class Watcher:
                 producer.exception()
         return last_uid
 
-    async def _store(self, item: FetchedItem, uidvalidity: int) -> None:
-        assert item.body is not None
+    async def _analyse(self, raw: bytes) -> Analysed:
         s = self.ctx.settings
-        raw = item.body
+        if len(raw) >= s.ingest_offloop_parse_bytes:
+            return await asyncio.to_thread(analyse, raw, s.ingest_max_message_bytes)
+        return analyse(raw, s.ingest_max_message_bytes)
+
+    async def _store_batch(self, items: list[FetchedItem], uidvalidity: int) -> None:
+        """Store one fetched batch in ONE transaction (a savepoint per message), in UID
+        order; the next message is parsed while the current one is written."""
         self.busy = True
+        routables: list[Routable] = []
         try:
-            if len(raw) >= s.ingest_offloop_parse_bytes:
-                analysed: Analysed = await asyncio.to_thread(
-                    analyse, raw, s.ingest_max_message_bytes
-                )
-            else:
-                analysed = analyse(raw, s.ingest_max_message_bytes)
-            await self._commit(item, uidvalidity, analysed)
+            next_parse = asyncio.ensure_future(self._analyse(_body(items[0])))
+            async with self.ctx.db.acquire() as conn, conn.transaction():
+                for n, item in enumerate(items):
+                    analysed = await next_parse
+                    if n + 1 < len(items):
+                        next_parse = asyncio.ensure_future(self._analyse(_body(items[n + 1])))
+                    routable = await self._commit(conn, item, uidvalidity, analysed)
+                    if routable is not None:
+                        routables.append(routable)
+        except BaseException:
+            if not next_parse.done():
+                next_parse.cancel()
+            raise
         finally:
             self.busy = False
+        for routable in routables:
+            try:
+                await route(self.ctx.db, self.ctx.redis, routable)
+            except Exception as exc:  # noqa: BLE001 - stored; the routing sweep retries it
+                log.warning("routing after commit failed; the sweep will retry: %s", exc)
 
-    async def _commit(self, item: FetchedItem, uidvalidity: int, analysed: Analysed) -> None:
+    async def _commit(
+        self, conn: asyncpg.Connection, item: FetchedItem, uidvalidity: int, analysed: Analysed
+    ) -> Routable | None:
+        """Write one message (inside the batch transaction); what to route after commit."""
         account, parsed = self.account, analysed.parsed
         kind = analysed.kind
         position = MailboxPosition(account.id, self.folder, uidvalidity, item.uid)
-        async with self.ctx.db.acquire() as conn:
-            delivery = None
-            if kind in ("email", "auto_reply") and (parsed.in_reply_to or parsed.references):
-                delivery = await find_delivery(
-                    conn, account.tenant_id, parsed.in_reply_to, parsed.references
-                )
-                if delivery is not None and kind == "email":
-                    kind = "reply"
-            record = build_record(
-                account, position, analysed, kind, delivery.id if delivery else None
+        delivery = None
+        if kind in ("email", "auto_reply") and (parsed.in_reply_to or parsed.references):
+            delivery = await find_delivery(
+                conn, account.tenant_id, parsed.in_reply_to, parsed.references
             )
-            stored = await store_fetched(conn, record, analysed.fingerprint)
+            if delivery is not None and kind == "email":
+                kind = "reply"
+        record = build_record(account, position, analysed, kind, delivery.id if delivery else None)
+        needs_routing = kind in ("bounce", "complaint") or delivery is not None
+        stored = await store_fetched(conn, record, analysed.fingerprint, routed=not needs_routing)
         metrics = self.ctx.metrics
         if not stored.created:
             metrics.messages.labels("duplicate").inc()
-            return
+            return None
         metrics.messages.labels(kind).inc()
         latency = latency_s(item.internal_date)
         if latency is not None:
             metrics.latency.observe(latency)
         if self.ctx.on_stored is not None:
             self.ctx.on_stored(account.id, item.uid, kind)
+        if not needs_routing:
+            return None
         refs = parsed.references
-        routable = Routable(
+        return Routable(
             tenant_id=account.tenant_id,
             storage_key=stored.storage_key,
             account_id=account.id,
@@ -288,7 +307,8 @@ class Watcher:
             from_email=parsed.from_email,
             failed_recipient=failed_recipient(parsed.headers),
         )
-        try:
-            await route(self.ctx.db, self.ctx.redis, routable)
-        except Exception as exc:  # noqa: BLE001 - stored; the routing sweep retries it
-            log.warning("routing after commit failed; the sweep will retry: %s", exc)
+
+
+def _body(item: FetchedItem) -> bytes:
+    assert item.body is not None
+    return item.body
