@@ -91,3 +91,26 @@ async def test_uidvalidity_change_stores_nothing_twice(
     sync = await app.db.fetchrow("SELECT * FROM mailbox_sync WHERE account_id=$1", account.id)
     assert sync["last_uid"] == 4
     assert await count(app, account.id) == 4
+
+
+async def test_accounts_added_and_removed_while_running(
+    app: App, dovecot: Dovecot, ingest: Callable[..., Any]
+) -> None:
+    """An account added while the component runs is watched within a poll; a removed one is
+    no longer watched and its lease is released."""
+    from ingest.accounts import remove_account
+    from ingest.coordination import LEASE_PREFIX
+
+    component = await ingest()
+    assert component.states() == {}
+    box = new_mailbox(dovecot)
+    account = await add(app, dovecot, box)
+    await poll(lambda: _idling(component), bool, 15)
+    assert await app.redis.get(LEASE_PREFIX + account.id) == component.holder.encode()
+    assert await remove_account(app.db, "t1", account.id)
+
+    async def watched() -> int:
+        return len(component.mailboxes)
+
+    await poll(watched, lambda n: n == 0, 15)
+    assert await app.redis.get(LEASE_PREFIX + account.id) is None
