@@ -60,11 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.daemon import Daemon
 
     settings = settings_from_args(args)
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional speed-up
-    except ImportError:
-        return asyncio.run(Daemon(settings).run())
-    return int(uvloop.run(Daemon(settings).run()))  # pragma: no cover
+    # The standard loop: uvloop was measured here (bench/delivery.py) and gave no gain.
+    return asyncio.run(Daemon(settings).run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
