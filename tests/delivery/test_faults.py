@@ -7,14 +7,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -25,6 +19,7 @@ from gateway.embedded import EmbeddedRedis, free_port
 from gateway.jobs.component import WorkerComponent
 from gateway.jobs.envelope import new_job
 from gateway.settings import Settings
+from tests.daemon import mailgate_env, poll, spawn_mailgate
 from tests.delivery.conftest import TENANT, seed
 from tests.delivery.peer import ScriptedPeer
 
@@ -60,44 +55,18 @@ def _arrivals(peer: ScriptedPeer) -> collections.Counter[str]:
     return collections.Counter(m.rcpt_tos[0].lower() for m in peer.messages)
 
 
-async def _poll(
-    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout_s: float
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = await probe()
-        if done(value):
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out; last value {value!r}")
-
-
 def _run_env(settings: Settings) -> dict[str, str]:
-    assert settings.database_url is not None and settings.redis_url is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    env.update(
-        MAILGATE_DATABASE_URL=settings.database_url.get_secret_value(),
-        MAILGATE_REDIS_URL=settings.redis_url.get_secret_value(),
-        MAILGATE_DATA_DIR=str(settings.data_dir),
-        MAILGATE_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
-        MAILGATE_COMPONENTS="worker,delivery",
-        MAILGATE_STALLED_TIMEOUT_S="2",
-        MAILGATE_SECRET_KEY=settings.secret_key.get_secret_value(),  # seals the DKIM keys
-        MAILGATE_BOUNCE_DOMAINS="bounces.test",
-        MAILGATE_DELIVERY_CONCURRENCY=str(CONCURRENCY),
-        MAILGATE_LOG_FORMAT="json",
-        MAILGATE_LOG_LEVEL="WARNING",
+    assert settings.secret_key is not None
+    return mailgate_env(
+        settings,
+        free_port(),
+        components="worker,delivery",
+        stalled_timeout_s="2",
+        secret_key=settings.secret_key.get_secret_value(),  # seals the DKIM keys
+        bounce_domains="bounces.test",
+        delivery_concurrency=str(CONCURRENCY),
+        **{k: str(v) for k, v in NO_LIMITS.items()},
     )
-    env.update({f"MAILGATE_{k.upper()}": str(v) for k, v in NO_LIMITS.items()})
-    return env
-
-
-def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run"], env=env, stdout=out, stderr=out
-        )
 
 
 async def _status_counts(app: App) -> dict[str, int]:
@@ -119,9 +88,9 @@ async def test_sigkill_mid_batch_then_restart(
     await app.redis.lpush("queue:email-sending", *_jobs(0, total))
     env = _run_env(settings)
     log = tmp_path / "run.log"
-    proc = _spawn(env, log)
+    proc = spawn_mailgate(env, log)
     try:
-        await _poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= 250, 90)
+        await poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= 250, 90)
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 10)
         at_kill = await _status_counts(app)
@@ -137,8 +106,8 @@ async def test_sigkill_mid_batch_then_restart(
         assert at_kill.get("sent", 0) < total, "the kill came too late to test anything"
         in_flight = at_kill.get("sending", 0)
         assert in_flight <= CONCURRENCY
-        proc = _spawn(env, log)
-        await _poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= total, 100)
+        proc = spawn_mailgate(env, log)
+        await poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= total, 100)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 40) == 0, log.read_text()[-3000:]
@@ -155,8 +124,6 @@ async def test_sigkill_mid_batch_then_restart(
     assert completed == total
 
 
-
-
 async def test_redis_restarted_mid_run(
     settings: Settings, database_url: str, private_redis: EmbeddedRedis, peer: ScriptedPeer
 ) -> None:
@@ -171,14 +138,14 @@ async def test_redis_restarted_mid_run(
         component = WorkerComponent(app, {"email-sending": create_handler})
         await component.start()
         try:
-            await _poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= 60, 30)
+            await poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= 60, 30)
             await asyncio.to_thread(private_redis.stop, force=True)
             await asyncio.sleep(0.5)  # sends need Redis only to be taken: let some fail
             await asyncio.to_thread(private_redis.start)
             client = aioredis.Redis.from_url(private_redis.url)
             await client.lpush("queue:email-sending", *_jobs(300, 400))
             await client.aclose()
-            await _poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= 400, 60)
+            await poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= 400, 60)
         finally:
             await component.stop(asyncio.get_running_loop().time() + 5)
             await close_sender(app)

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,46 +18,10 @@ from gateway.jobs import keys
 from gateway.jobs.component import WorkerComponent
 from gateway.settings import Settings
 from ingest.jobs import create_handler
+from tests.daemon import mailgate_env, poll, spawn_mailgate
 from tests.gateway.seedjobs import email_payload, envelope
 
 QUEUES = ("queue:email:processing:high", "queue:email:processing", "queue:email:processing:low")
-
-
-def _run_env(settings: Settings, http_port: int) -> dict[str, str]:
-    assert settings.database_url is not None and settings.redis_url is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    env.update(
-        MAILGATE_DATABASE_URL=settings.database_url.get_secret_value(),
-        MAILGATE_REDIS_URL=settings.redis_url.get_secret_value(),
-        MAILGATE_DATA_DIR=str(settings.data_dir),
-        MAILGATE_HTTP_LISTEN=f"127.0.0.1:{http_port}",
-        MAILGATE_COMPONENTS="worker",
-        MAILGATE_STALLED_TIMEOUT_S="2",
-        MAILGATE_SECRET_KEY="k" * 40,
-        MAILGATE_LOG_FORMAT="json",
-        MAILGATE_LOG_LEVEL="WARNING",
-    )
-    return env
-
-
-def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run"], env=env, stdout=out, stderr=out
-        )
-
-
-async def _poll(
-    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout_s: float
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = await probe()
-        if done(value):
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out; last value {value!r}")
 
 
 async def test_sigkill_mid_batch_then_restart(app: App, settings: Settings, tmp_path: Path) -> None:
@@ -79,11 +38,11 @@ async def test_sigkill_mid_batch_then_restart(app: App, settings: Settings, tmp_
             batch.append(raw)
         await app.redis.lpush(queue, *batch)
     await app.redis.lpush("queue:email:processing", b"{broken", b'{"id": "nopayload"}', b"[]")
-    env = _run_env(settings, free_port())
+    env = mailgate_env(settings, free_port(), components="worker", stalled_timeout_s="2")
     log = tmp_path / "run.log"
-    proc = _spawn(env, log)
+    proc = spawn_mailgate(env, log)
     try:
-        done = await _poll(
+        done = await poll(
             lambda: app.db.fetchval("SELECT count(*) FROM jobs WHERE status='completed'"),
             lambda n: n >= 600,
             90,
@@ -91,8 +50,8 @@ async def test_sigkill_mid_batch_then_restart(app: App, settings: Settings, tmp_
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert done < 3000, "the kill came too late to test anything"
-        proc = _spawn(env, log)
-        await _poll(
+        proc = spawn_mailgate(env, log)
+        await poll(
             lambda: app.db.fetchval("SELECT count(*) FROM jobs WHERE status='completed'"),
             lambda n: n >= 3000,
             120,
@@ -116,8 +75,6 @@ async def test_sigkill_mid_batch_then_restart(app: App, settings: Settings, tmp_
     assert remaining == 0
 
 
-
-
 async def test_redis_restarted_mid_run(
     settings: Settings, database_url: str, private_redis: EmbeddedRedis
 ) -> None:
@@ -130,7 +87,7 @@ async def test_redis_restarted_mid_run(
         )
         component = WorkerComponent(app, {"email": create_handler})
         await component.start()
-        await _poll(
+        await poll(
             lambda: app.db.fetchval("SELECT count(*) FROM jobs WHERE status='completed'"),
             lambda n: n >= 50,
             30,
@@ -144,7 +101,7 @@ async def test_redis_restarted_mid_run(
             *[envelope(email_payload(i), id=f"r{i}") for i in range(200, 300)],
         )
         await client.aclose()
-        await _poll(
+        await poll(
             lambda: app.db.fetchval("SELECT count(*) FROM jobs WHERE status='completed'"),
             lambda n: n >= 300,
             60,
@@ -180,7 +137,7 @@ async def test_postgres_unreachable_for_a_while(
         proxy.resume()
         direct = await asyncpg.connect(database_url)
         try:
-            await _poll(
+            await poll(
                 lambda: direct.fetchval("SELECT count(*) FROM jobs WHERE status='completed'"),
                 lambda n: n >= 200,
                 90,

@@ -7,7 +7,6 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -17,6 +16,7 @@ import aioimaplib
 from gateway.app import App
 from gateway.secretkey import CredentialBox
 from ingest.accounts import Account, add_account
+from tests.daemon import poll  # noqa: F401 - the helpers' poll, shared
 from tests.peers.dovecot import Dovecot
 
 PDF_200K = b"%PDF-1.4\n" + os.urandom(200 * 1024) + b"\n%%EOF\n"
@@ -89,19 +89,6 @@ class Appender:
         assert self.client is not None
         with contextlib.suppress(Exception):  # the server may be gone in fault tests
             await asyncio.wait_for(self.client.logout(), 5)
-
-
-async def poll(
-    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout_s: float = 30
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = await probe()
-        if done(value):
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out; last value {value!r}")
 
 
 async def count(app: App, account_id: str) -> int:

@@ -5,7 +5,6 @@ arrive and a restart: exactly 600 distinct messages, none twice."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -16,35 +15,9 @@ from pathlib import Path
 from gateway.app import App
 from gateway.embedded import free_port
 from gateway.settings import Settings
+from tests.daemon import mailgate_env, spawn_mailgate
 from tests.ingest.helpers import Appender, Mailbox, message, new_mailbox, poll
 from tests.peers.dovecot import Dovecot
-
-
-def _env(settings: Settings, http_port: int) -> dict[str, str]:
-    assert settings.database_url is not None and settings.redis_url is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    env.update(
-        MAILGATE_DATABASE_URL=settings.database_url.get_secret_value(),
-        MAILGATE_REDIS_URL=settings.redis_url.get_secret_value(),
-        MAILGATE_DATA_DIR=str(settings.data_dir),
-        MAILGATE_HTTP_LISTEN=f"127.0.0.1:{http_port}",
-        MAILGATE_COMPONENTS="ingest",
-        MAILGATE_SECRET_KEY="k" * 40,
-        MAILGATE_LOG_FORMAT="json",
-        MAILGATE_LOG_LEVEL="WARNING",
-        MAILGATE_INGEST_START_STAGGER_S="0",
-        MAILGATE_INGEST_ACCOUNT_POLL_S="1",
-        MAILGATE_INGEST_LEASE_TTL_S="3",
-        MAILGATE_INGEST_BACKOFF_BASE_S="0.2",
-    )
-    return env
-
-
-def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run"], env=env, stdout=out, stderr=out
-        )
 
 
 def _idling(http_port: int) -> float:
@@ -77,7 +50,15 @@ async def test_done_when(app: App, settings: Settings, dovecot: Dovecot, tmp_pat
     """Three CLI-added mailboxes, 300 messages stored once with attachments, APPEND->stored
     p99 < 1 s; SIGKILL during 300 more and a restart: exactly 600 distinct messages."""
     http_port = free_port()
-    env = _env(settings, http_port)
+    env = mailgate_env(
+        settings,
+        http_port,
+        components="ingest",
+        ingest_start_stagger_s="0",
+        ingest_account_poll_s="1",
+        ingest_lease_ttl_s="3",
+        ingest_backoff_base_s="0.2",
+    )
     boxes = [new_mailbox(dovecot, "dw") for _ in range(3)]
     for box in boxes:
         cli_env = {**env, "TEST_IMAP_PASSWORD": box.password}
@@ -92,7 +73,7 @@ async def test_done_when(app: App, settings: Settings, dovecot: Dovecot, tmp_pat
         assert out.stdout.decode().startswith("acct_")
         assert box.password.encode() not in out.stdout + out.stderr
     log = tmp_path / "run.log"
-    proc = _spawn(env, log)
+    proc = spawn_mailgate(env, log)
     try:
         await poll(lambda: asyncio.to_thread(_idling, http_port), lambda n: n == 3, 30)
         sent: dict[str, float] = {}
@@ -111,7 +92,7 @@ async def test_done_when(app: App, settings: Settings, dovecot: Dovecot, tmp_pat
         proc.wait(10)
         await appending
         assert await total() < 600, "the kill came too late to test anything"
-        proc = _spawn(env, log)
+        proc = spawn_mailgate(env, log)
         await poll(total, lambda n: n >= 600, 60)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,55 @@
+"""Running the real `mailgate run` in a subprocess for fault tests (SIGKILL, restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.settings import Settings
+
+
+def mailgate_env(settings: Settings, http_port: int, **overrides: str) -> dict[str, str]:
+    """The environment for `mailgate run` on this test's servers; ``overrides`` are
+    settings by field name (``components="worker"`` -> MAILGATE_COMPONENTS)."""
+    assert settings.database_url is not None and settings.redis_url is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    env.update(
+        MAILGATE_DATABASE_URL=settings.database_url.get_secret_value(),
+        MAILGATE_REDIS_URL=settings.redis_url.get_secret_value(),
+        MAILGATE_DATA_DIR=str(settings.data_dir),
+        MAILGATE_HTTP_LISTEN=f"127.0.0.1:{http_port}",
+        MAILGATE_SMTP_LISTEN="127.0.0.1:0",
+        MAILGATE_SECRET_KEY="k" * 40,
+        MAILGATE_LOG_FORMAT="json",
+        MAILGATE_LOG_LEVEL="WARNING",
+    )
+    env.update({f"MAILGATE_{name.upper()}": value for name, value in overrides.items()})
+    return env
+
+
+def spawn_mailgate(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `mailgate run`, appending its output to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run"], env=env, stdout=out, stderr=out
+        )
+
+
+async def poll(
+    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout_s: float = 30
+) -> Any:
+    """Await ``probe`` until ``done(value)``; fails the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = await probe()
+        if done(value):
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out; last value {value!r}")
