@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,49 +157,119 @@ async def store_message(conn: asyncpg.Connection, record: MessageRecord) -> Stor
             if record.position is not None:
                 await _advance_sync(conn, record)
             return StoreResult(key, created=False, attachment_count=0)
-        pos = record.position
-        await conn.execute(
-            _INSERT_MESSAGE,
-            key,
-            record.tenant_id,
-            record.email_account_id,
-            record.direction,
-            record.message_type,
-            _clip(record.from_email),
-            _clip(",".join(record.to_emails)),
-            _clip(record.subject),
-            record.status,
-            _clip(record.message_id),
-            _clip(record.in_reply_to),
-            [r.replace("\x00", "") for r in record.references],
-            record.delivery_id,
-            record.source,
-            pos.folder if pos else None,
-            pos.uidvalidity if pos else None,
-            pos.uid if pos else None,
-            record.dedupe_key,
-        )
+        await conn.execute(_INSERT_MESSAGE, *_message_args(record))
         if record.attachments:
             await conn.executemany(
                 _INSERT_ATTACHMENT,
-                [
-                    (
-                        key,
-                        record.tenant_id,
-                        i,
-                        _clip(a.filename),
-                        a.mime_type,
-                        a.size,
-                        a.content,
-                        _clip(a.content_id),
-                        "inline" if a.disposition == "inline" else "attachment",
-                    )
-                    for i, a in enumerate(record.attachments)
-                ],
+                [_attachment_args(record, i, a) for i, a in enumerate(record.attachments)],
             )
-        if pos is not None:
+        if record.position is not None:
             await _advance_sync(conn, record)
     return StoreResult(key, created=True, attachment_count=len(record.attachments))
+
+
+_INSERT_CONTENTS = """
+INSERT INTO email_content (storage_key, tenant_id, content_text, content_html, headers, raw,
+                           raw_size_bytes, parse_error, created)
+SELECT k, t, ct, ch, h::jsonb, r, s, e, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
+            $7::bigint[], $8::text[]) AS u(k, t, ct, ch, h, r, s, e)
+ON CONFLICT (storage_key) DO NOTHING
+RETURNING storage_key
+"""
+
+
+async def store_messages(
+    conn: asyncpg.Connection, records: list[MessageRecord]
+) -> list[StoreResult]:
+    """Store several records in ONE transaction with a handful of statements whatever their
+    number (one ``unnest`` insert of the contents, then pipelined inserts of the rest):
+    the same outcome as :func:`store_message` for each, in order. A record whose storage key
+    is already stored, or repeats an earlier record of ``records``, is a no-op (``created``
+    False) that still moves its mailbox position. The caller orders positions: each mailbox
+    folder's sync state moves to the highest UID among ``records``."""
+    if not records:
+        return []
+    keys = [r.storage_key for r in records]
+    firsts = {key: i for i, key in reversed(list(enumerate(keys)))}
+    fresh = [r for i, r in enumerate(records) if firsts[keys[i]] == i]
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _INSERT_CONTENTS,
+            [r.storage_key for r in fresh],
+            [r.tenant_id for r in fresh],
+            [_clip(r.text) for r in fresh],
+            [_clip(r.html) for r in fresh],
+            [json.dumps(_clean_headers(r.headers)) for r in fresh],
+            [r.raw for r in fresh],
+            [r.raw_size if r.raw_size is not None else len(r.raw or b"") for r in fresh],
+            [r.parse_error for r in fresh],
+        )
+        inserted = {row["storage_key"] for row in rows}
+        created = [r for r in fresh if r.storage_key in inserted]
+        if created:
+            await conn.executemany(_INSERT_MESSAGE, [_message_args(r) for r in created])
+        attachments = [
+            _attachment_args(r, i, a) for r in created for i, a in enumerate(r.attachments)
+        ]
+        if attachments:
+            await conn.executemany(_INSERT_ATTACHMENT, attachments)
+        tops: dict[tuple[str, str], MessageRecord] = {}
+        for r in records:
+            pos = r.position
+            if pos is not None:
+                top = tops.get((pos.account_id, pos.folder))
+                if top is None or top.position is None or top.position.uid < pos.uid:
+                    tops[(pos.account_id, pos.folder)] = r
+        for r in tops.values():
+            await _advance_sync(conn, r)
+    out: list[StoreResult] = []
+    claimed: set[str] = set()
+    for r, key in zip(records, keys, strict=True):
+        made = key in inserted and key not in claimed
+        claimed.add(key)
+        out.append(
+            StoreResult(key, created=made, attachment_count=len(r.attachments) if made else 0)
+        )
+    return out
+
+
+def _message_args(record: MessageRecord) -> tuple[Any, ...]:
+    pos = record.position
+    return (
+        record.storage_key,
+        record.tenant_id,
+        record.email_account_id,
+        record.direction,
+        record.message_type,
+        _clip(record.from_email),
+        _clip(",".join(record.to_emails)),
+        _clip(record.subject),
+        record.status,
+        _clip(record.message_id),
+        _clip(record.in_reply_to),
+        [r.replace("\x00", "") for r in record.references],
+        record.delivery_id,
+        record.source,
+        pos.folder if pos else None,
+        pos.uidvalidity if pos else None,
+        pos.uid if pos else None,
+        record.dedupe_key,
+    )
+
+
+def _attachment_args(record: MessageRecord, index: int, a: AttachmentRecord) -> tuple[Any, ...]:
+    return (
+        record.storage_key,
+        record.tenant_id,
+        index,
+        _clip(a.filename),
+        a.mime_type,
+        a.size,
+        a.content,
+        _clip(a.content_id),
+        "inline" if a.disposition == "inline" else "attachment",
+    )
 
 
 async def _advance_sync(conn: asyncpg.Connection, record: MessageRecord) -> None:

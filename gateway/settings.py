@@ -306,6 +306,13 @@ class Settings(BaseSettings):
         le=10000,
         description="One UID FETCH asks for at most this many message bodies (1-10000).",
     )
+    ingest_committers: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Transactions that store fetched messages at once, for all mailboxes "
+        "together; batches that wait meanwhile share the next one (1-32).",
+    )
 
     # -- bounces (SMTP listener, processing): fields added by bounces/ -------------------
     smtp_hostname: str = Field(

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from gateway.app import App
 from gateway.secretkey import CredentialBox
 from ingest.accounts import Account, list_accounts
+from ingest.committer import Committer
 from ingest.coordination import Leases, LoginLimiter, instance_id
 from ingest.machine import State
 from ingest.metrics import IngestMetrics
+from ingest.parse import warm_up
 from ingest.routing import sweep
 from ingest.watcher import IngestContext, Watcher
 
@@ -57,6 +59,12 @@ class IngestComponent:
             box=CredentialBox(app.secret_key),
             limiter=LoginLimiter(app.redis, s.ingest_logins_per_min, s.ingest_login_burst),
             metrics=self.metrics,
+            committer=Committer(
+                app.db,
+                committers=s.ingest_committers,
+                max_messages=s.ingest_fetch_batch_messages,
+                max_bytes=s.ingest_fetch_batch_bytes,
+            ),
         )
         self.leases = Leases(app.redis, self.holder, s.ingest_lease_ttl_s)
         self.mailboxes: dict[str, _Mailbox] = {}
@@ -68,6 +76,7 @@ class IngestComponent:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await asyncio.to_thread(warm_up)
         self.app.metrics.add_refresher(self._refresh_metrics)
         await self.reconcile()
         self._loops = [
@@ -96,6 +105,7 @@ class IngestComponent:
             await self._stop_mailboxes(ids, deadline)
         finally:
             self._started = False
+            await self.ctx.committer.close()
 
     def ready(self) -> bool:
         return self._started

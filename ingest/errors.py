@@ -4,6 +4,7 @@
 
     IngestError
     ├── AccountError            an account row or CLI argument is unusable (operator's fix)
+    ├── StoreInterrupted        a commit was cut short by stopping (rolled back: fetched again)
     └── ImapError               talking to an IMAP server failed
         ├── ImapTemporaryError  reconnect with backoff: connection refused/lost, timeout,
         │   │                   BYE, an answer aioimaplib could not follow
@@ -29,6 +30,11 @@ class IngestError(Exception):
 
 class AccountError(IngestError):
     """An account's settings are unusable (bad row, undecryptable password, bad argument)."""
+
+
+class StoreInterrupted(IngestError):
+    """The commit of a batch was cancelled (the component is stopping): nothing of it is
+    stored, and the watcher fetches it again next time."""
 
 
 class ImapError(IngestError):

@@ -71,6 +71,24 @@ def parse_message(raw: bytes, *, max_bytes: int = 50 * 1024 * 1024) -> ParsedMes
         return _headers_only(raw, "parse_failed", f"{type(exc).__name__}: {exc}"[:1000])
 
 
+_WARM_UP = (
+    b"From: A <a@example.test>\r\nTo: b@example.test\r\nSubject: =?utf-8?q?warm?=\r\n"
+    b"Message-ID: <w@example.test>\r\nIn-Reply-To: <x@example.test>\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--b\r\n"
+    b"Content-Type: text/html; charset=iso-8859-1\r\n\r\n<p>hi</p>\r\n--b\r\n"
+    b'Content-Type: application/pdf; name="a.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+    b"Content-Disposition: attachment\r\n\r\nJVBERg==\r\n--b--\r\n"
+)
+
+
+def warm_up() -> None:
+    """Parse a small multipart message once. flanker compiles its regular expressions and
+    imports its parsers on first use (~100 ms): done at start, in a thread, so the first
+    message of a burst does not stall the event loop for every mailbox."""
+    parse_message(_WARM_UP)
+
+
 # -- headers ------------------------------------------------------------------------------
 
 

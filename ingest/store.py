@@ -1,16 +1,17 @@
-"""Storing one fetched message exactly once, with the folder's sync state, in ONE transaction.
+"""Storing fetched messages exactly once, with the sync state, in ONE transaction per batch.
 
 Two identities guard against doubles:
 
 * the dedupe key ``imap:<account>:<folder>:<uidvalidity>:<uid>`` (via
-  :func:`gateway.messages.store_message`): a re-fetch after a crash or reconnect is a no-op;
+  :func:`gateway.messages.store_messages`): a re-fetch after a crash or reconnect is a no-op;
 * the raw message's SHA-256 per (account, folder) in ``ingest_fingerprints``: after a
   UIDVALIDITY change every UID is new, yet a message already stored is recognised and only
   the sync position moves.
 
-Messages of one folder are stored one at a time in UID order, so ``mailbox_sync.last_uid``
-is always the highest UID below which everything is stored: a crash at any instant resumes
-exactly there.
+Messages of one folder are committed in UID order (a watcher has at most one batch in a
+commit at a time, and :func:`store_batch` writes a batch in one transaction), so
+``mailbox_sync.last_uid`` is always the highest UID below which everything is stored: a
+crash at any instant resumes exactly there.
 """
 
 from __future__ import annotations
@@ -21,14 +22,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from gateway.messages import MailboxPosition, MessageRecord, store_message
+from gateway.messages import MailboxPosition, MessageRecord, store_messages
 from ingest.accounts import Account
 from ingest.parse import ParsedMessage, parse_message
-
-_FIND_FINGERPRINT = """
-SELECT storage_key FROM ingest_fingerprints
-WHERE tenant_id = $1 AND account_id = $2 AND folder = $3 AND fingerprint = $4
-"""
+from ingest.routing import Delivery, find_delivery
 
 _ADD_FINGERPRINT = """
 INSERT INTO ingest_fingerprints (tenant_id, account_id, folder, fingerprint, storage_key)
@@ -119,49 +116,144 @@ def build_record(
 
 
 @dataclass(frozen=True)
-class Stored:
+class Pending:
+    """A fetched and analysed message waiting for its commit."""
+
+    account: Account
+    position: MailboxPosition
+    analysed: Analysed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a :class:`Pending` in its commit."""
+
     storage_key: str
-    created: bool
+    created: bool  # False: already stored (same UID, or same bytes after a UIDVALIDITY change)
+    kind: str
+    delivery: Delivery | None
+
+    @property
+    def needs_routing(self) -> bool:
+        return self.kind in ("bounce", "complaint") or self.delivery is not None
 
 
-async def store_fetched(
-    conn: asyncpg.Connection, record: MessageRecord, fingerprint: bytes, *, routed: bool = False
-) -> Stored:
-    """Store once (see module docstring); the sync position moves either way. ``routed``:
-    nothing to do after the commit, so ``routed_at`` is set in the same transaction."""
-    pos = record.position
-    assert pos is not None
+_FIND_FINGERPRINTS = """
+SELECT f.account_id, f.folder, f.fingerprint, f.storage_key
+FROM ingest_fingerprints f
+JOIN unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS u(t, a, fo, fp)
+  ON f.tenant_id = u.t AND f.account_id = u.a AND f.folder = u.fo AND f.fingerprint = u.fp
+"""
+
+_MARK_ROUTED = """
+UPDATE email_messages m SET routed_at = now()
+FROM unnest($1::text[], $2::text[]) AS u(t, k)
+WHERE m.tenant_id = u.t AND m.storage_key = u.k
+"""
+
+
+async def store_batch(conn: asyncpg.Connection, batch: list[Pending]) -> list[Outcome]:
+    """Store ``batch`` (one or several folders, each in UID order) in ONE transaction with
+    a few statements per batch rather than per message (see the module docstring for the
+    two identities); the outcome of each message, in order. Messages that need no routing
+    get ``routed_at`` in the same transaction."""
     async with conn.transaction():
-        seen = await conn.fetchval(
-            _FIND_FINGERPRINT, record.tenant_id, pos.account_id, pos.folder, fingerprint
-        )
-        if seen is not None:
-            await conn.execute(
-                _ADVANCE_SYNC,
-                record.tenant_id,
-                pos.account_id,
-                pos.folder,
-                pos.uidvalidity,
-                pos.uid,
-            )
-            return Stored(seen, created=False)
-        result = await store_message(conn, record)
+        kinds: list[tuple[str, Delivery | None]] = []
+        for p in batch:
+            kinds.append(await _kind(conn, p))
+        known = await _known_fingerprints(conn, batch)
+        records: list[MessageRecord] = []
+        fresh: list[int] = []
+        outcomes: list[Outcome | None] = []
+        for i, (p, (kind, delivery)) in enumerate(zip(batch, kinds, strict=True)):
+            fp = (p.account.id, p.position.folder, p.analysed.fingerprint)
+            seen = known.get(fp)
+            if seen is not None:
+                outcomes.append(Outcome(seen, False, kind, delivery))
+                continue
+            record = build_record(p.account, p.position, p.analysed, kind, _id(delivery))
+            known[fp] = record.storage_key
+            records.append(record)
+            fresh.append(i)
+            outcomes.append(None)
+        results = await store_messages(conn, records)
+        for i, result in zip(fresh, results, strict=True):
+            kind, delivery = kinds[i]
+            outcomes[i] = Outcome(result.storage_key, result.created, kind, delivery)
+        prints = [
+            (p.account.tenant_id, p.account.id, p.position.folder, p.analysed.fingerprint, key)
+            for p, key in ((batch[i], r.storage_key) for i, r in zip(fresh, records, strict=True))
+        ]
+        if prints:
+            await conn.executemany(_ADD_FINGERPRINT, prints)
+        done = [o for o in outcomes if o is not None]
+        routed = [
+            (p.account.tenant_id, o.storage_key)
+            for p, o in zip(batch, done, strict=True)
+            if o.created and not o.needs_routing
+        ]
+        if routed:
+            await conn.execute(_MARK_ROUTED, [t for t, _ in routed], [k for _, k in routed])
+        await _advance_skipped(conn, batch, records)
+    return done
+
+
+async def _kind(conn: asyncpg.Connection, p: Pending) -> tuple[str, Delivery | None]:
+    """The message type, and the platform delivery a reply answers (looked up before the
+    insert: ``delivery_id`` and the ``reply`` type are stored with the message)."""
+    parsed, kind = p.analysed.parsed, p.analysed.kind
+    if kind not in ("email", "auto_reply") or not (parsed.in_reply_to or parsed.references):
+        return kind, None
+    delivery = await find_delivery(conn, p.account.tenant_id, parsed.in_reply_to, parsed.references)
+    if delivery is not None and kind == "email":
+        kind = "reply"
+    return kind, delivery
+
+
+async def _known_fingerprints(
+    conn: asyncpg.Connection, batch: list[Pending]
+) -> dict[tuple[str, str, bytes], str]:
+    rows = await conn.fetch(
+        _FIND_FINGERPRINTS,
+        [p.account.tenant_id for p in batch],
+        [p.account.id for p in batch],
+        [p.position.folder for p in batch],
+        [p.analysed.fingerprint for p in batch],
+    )
+    return {(r["account_id"], r["folder"], bytes(r["fingerprint"])): r["storage_key"] for r in rows}
+
+
+async def _advance_skipped(
+    conn: asyncpg.Connection, batch: list[Pending], stored: list[MessageRecord]
+) -> None:
+    """Move the sync state of folders whose highest UID in ``batch`` was recognised by its
+    fingerprint (``store_messages`` moved the others)."""
+    tops: dict[tuple[str, str], Pending] = {}
+    for p in batch:
+        key = (p.account.id, p.position.folder)
+        if key not in tops or tops[key].position.uid < p.position.uid:
+            tops[key] = p
+    moved = {
+        (r.position.account_id, r.position.folder): r.position.uid
+        for r in stored
+        if r.position is not None
+    }
+    for key, p in tops.items():
+        if moved.get(key, -1) >= p.position.uid:
+            continue
+        pos = p.position
         await conn.execute(
-            _ADD_FINGERPRINT,
-            record.tenant_id,
+            _ADVANCE_SYNC,
+            p.account.tenant_id,
             pos.account_id,
             pos.folder,
-            fingerprint,
-            result.storage_key,
+            pos.uidvalidity,
+            pos.uid,
         )
-        if routed and result.created:
-            await conn.execute(
-                "UPDATE email_messages SET routed_at = now() "
-                "WHERE tenant_id = $1 AND storage_key = $2",
-                record.tenant_id,
-                result.storage_key,
-            )
-    return Stored(result.storage_key, result.created)
+
+
+def _id(delivery: Delivery | None) -> str | None:
+    return delivery.id if delivery is not None else None
 
 
 def latency_s(internal_date: dt.datetime | None) -> float | None:

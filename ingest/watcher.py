@@ -26,18 +26,19 @@ from gateway.messages import MailboxPosition
 from gateway.secretkey import CredentialBox
 from gateway.settings import Settings
 from ingest.accounts import Account
+from ingest.committer import Committer
 from ingest.coordination import LoginLimiter
 from ingest.errors import AccountError, ImapError, ImapPermanentError
 from ingest.imap import BODY_ITEMS, META_ITEMS, ImapSession
 from ingest.imapwire import FetchedItem, uid_set
 from ingest.machine import Backoff, State, WatcherMachine
 from ingest.metrics import IngestMetrics
-from ingest.routing import Routable, failed_recipient, find_delivery, route
-from ingest.store import Analysed, analyse, build_record, latency_s, load_sync, store_fetched
+from ingest.routing import Routable, failed_recipient, route
+from ingest.store import Analysed, Outcome, Pending, analyse, latency_s, load_sync
 
 log = logging.getLogger(__name__)
 
-META_CHUNK = 200
+PLAN_LIMIT = 5000  # UIDs planned per round
 PERMANENT_MIN_DELAY_S = 60.0
 
 
@@ -51,6 +52,7 @@ class IngestContext:
     box: CredentialBox
     limiter: LoginLimiter
     metrics: IngestMetrics
+    committer: Committer
     on_stored: Callable[[str, int, str], None] | None = None  # (account, uid, kind) for tests
 
 
@@ -158,33 +160,35 @@ class Watcher:
         """Fetch and store every UID above ``last_uid``; the new last UID."""
         while not self._stopping.is_set():
             seen = session.exists_seen
-            uids = await session.uids_from(last_uid + 1)
-            if not uids:
+            batches = await self._plan(session, last_uid + 1)
+            if not batches:
                 if session.exists_seen == seen:
                     return last_uid
-                continue  # new mail was announced during the search: look again
-            batches = await self._plan(session, uids)
+                continue  # new mail was announced during the look-up: look again
             last_uid = await self._fetch_and_store(session, batches, uidvalidity, last_uid)
         return last_uid
 
-    async def _plan(self, session: ImapSession, uids: list[int]) -> list[list[int]]:
-        """Group UIDs into body fetches of bounded bytes and count (sizes from a cheap FETCH)."""
+    async def _plan(self, session: ImapSession, first_uid: int) -> list[list[int]]:
+        """The UIDs from ``first_uid`` on (up to PLAN_LIMIT), grouped into body fetches of
+        bounded bytes and count. One cheap ``UID FETCH first:* (UID RFC822.SIZE ...)`` both
+        finds the new UIDs and sizes them (no UID SEARCH round trip); ``first:*`` names the
+        last message even when nothing is new, so UIDs below ``first_uid`` are dropped."""
         s = self.ctx.settings
         batches: list[list[int]] = []
         current: list[int] = []
         current_bytes = 0
-        for i in range(0, len(uids), META_CHUNK):
-            meta = await session.fetch(uid_set(uids[i : i + META_CHUNK]), META_ITEMS)
-            for item in sorted(meta, key=lambda m: m.uid):
-                size = item.size or 0
-                if current and (
-                    current_bytes + size > s.ingest_fetch_batch_bytes
-                    or len(current) >= s.ingest_fetch_batch_messages
-                ):
-                    batches.append(current)
-                    current, current_bytes = [], 0
-                current.append(item.uid)
-                current_bytes += size
+        meta = await session.fetch(f"{first_uid}:*", META_ITEMS)
+        items = sorted((m for m in meta if m.uid >= first_uid), key=lambda m: m.uid)
+        for item in items[:PLAN_LIMIT]:  # the rest: next round, once these are stored
+            size = item.size or 0
+            if current and (
+                current_bytes + size > s.ingest_fetch_batch_bytes
+                or len(current) >= s.ingest_fetch_batch_messages
+            ):
+                batches.append(current)
+                current, current_bytes = [], 0
+            current.append(item.uid)
+            current_bytes += size
         if current:
             batches.append(current)
         return batches
@@ -192,6 +196,9 @@ class Watcher:
     async def _fetch_and_store(
         self, session: ImapSession, batches: list[list[int]], uidvalidity: int, last_uid: int
     ) -> int:
+        """Three stages at once: the next batch is fetched while this one is parsed and the
+        previous one commits (the committer stores it; this watcher waits for that commit
+        before handing over the next batch, so commits stay in UID order)."""
         queue: asyncio.Queue[list[FetchedItem] | None] = asyncio.Queue(maxsize=1)
 
         async def produce() -> None:
@@ -205,6 +212,8 @@ class Watcher:
             await queue.put(None)
 
         producer = asyncio.create_task(produce(), name=f"fetch-{self.account.id}")
+        inflight: asyncio.Future[None] | None = None
+        self.busy = True
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -220,11 +229,19 @@ class Watcher:
                     break
                 fresh = [i for i in items if i.uid > last_uid]
                 if fresh:
-                    await self._store_batch(fresh, uidvalidity)
+                    pending = await self._prepare(fresh, uidvalidity)
+                    if inflight is not None:
+                        await inflight
+                    inflight = asyncio.ensure_future(self._commit(fresh, pending))
                     last_uid = fresh[-1].uid
                 if self._stopping.is_set():
-                    return last_uid
+                    break
+            if inflight is not None:
+                await inflight
         finally:
+            self.busy = False
+            if inflight is not None and not inflight.done():
+                inflight.cancel()
             if not producer.done():
                 producer.cancel()
                 with contextlib.suppress(BaseException):
@@ -239,69 +256,45 @@ class Watcher:
             return await asyncio.to_thread(analyse, raw, s.ingest_max_message_bytes)
         return analyse(raw, s.ingest_max_message_bytes)
 
-    async def _store_batch(self, items: list[FetchedItem], uidvalidity: int) -> None:
-        """Store one fetched batch in ONE transaction (a savepoint per message), in UID
-        order; the next message is parsed while the current one is written."""
-        self.busy = True
+    async def _prepare(self, items: list[FetchedItem], uidvalidity: int) -> list[Pending]:
+        """Parse a fetched batch (large messages in a worker thread)."""
+        out = []
+        for item in items:
+            position = MailboxPosition(self.account.id, self.folder, uidvalidity, item.uid)
+            out.append(Pending(self.account, position, await self._analyse(_body(item))))
+        return out
+
+    async def _commit(self, items: list[FetchedItem], batch: list[Pending]) -> None:
+        """Store a batch through the shared committer, then count, report and route it."""
+        outcomes = await self.ctx.committer.commit(batch)
+        metrics = self.ctx.metrics
         routables: list[Routable] = []
-        try:
-            next_parse = asyncio.ensure_future(self._analyse(_body(items[0])))
-            async with self.ctx.db.acquire() as conn, conn.transaction():
-                for n, item in enumerate(items):
-                    analysed = await next_parse
-                    if n + 1 < len(items):
-                        next_parse = asyncio.ensure_future(self._analyse(_body(items[n + 1])))
-                    routable = await self._commit(conn, item, uidvalidity, analysed)
-                    if routable is not None:
-                        routables.append(routable)
-        except BaseException:
-            if not next_parse.done():
-                next_parse.cancel()
-            raise
-        finally:
-            self.busy = False
+        for item, pending, outcome in zip(items, batch, outcomes, strict=True):
+            if not outcome.created:
+                metrics.messages.labels("duplicate").inc()
+                continue
+            metrics.messages.labels(outcome.kind).inc()
+            latency = latency_s(item.internal_date)
+            if latency is not None:
+                metrics.latency.observe(latency)
+            if self.ctx.on_stored is not None:
+                self.ctx.on_stored(self.account.id, item.uid, outcome.kind)
+            if outcome.needs_routing:
+                routables.append(self._routable(pending, outcome))
         for routable in routables:
             try:
                 await route(self.ctx.db, self.ctx.redis, routable)
             except Exception as exc:  # noqa: BLE001 - stored; the routing sweep retries it
                 log.warning("routing after commit failed; the sweep will retry: %s", exc)
 
-    async def _commit(
-        self, conn: asyncpg.Connection, item: FetchedItem, uidvalidity: int, analysed: Analysed
-    ) -> Routable | None:
-        """Write one message (inside the batch transaction); what to route after commit."""
-        account, parsed = self.account, analysed.parsed
-        kind = analysed.kind
-        position = MailboxPosition(account.id, self.folder, uidvalidity, item.uid)
-        delivery = None
-        if kind in ("email", "auto_reply") and (parsed.in_reply_to or parsed.references):
-            delivery = await find_delivery(
-                conn, account.tenant_id, parsed.in_reply_to, parsed.references
-            )
-            if delivery is not None and kind == "email":
-                kind = "reply"
-        record = build_record(account, position, analysed, kind, delivery.id if delivery else None)
-        needs_routing = kind in ("bounce", "complaint") or delivery is not None
-        stored = await store_fetched(conn, record, analysed.fingerprint, routed=not needs_routing)
-        metrics = self.ctx.metrics
-        if not stored.created:
-            metrics.messages.labels("duplicate").inc()
-            return None
-        metrics.messages.labels(kind).inc()
-        latency = latency_s(item.internal_date)
-        if latency is not None:
-            metrics.latency.observe(latency)
-        if self.ctx.on_stored is not None:
-            self.ctx.on_stored(account.id, item.uid, kind)
-        if not needs_routing:
-            return None
-        refs = parsed.references
+    def _routable(self, pending: Pending, outcome: Outcome) -> Routable:
+        parsed, refs = pending.analysed.parsed, pending.analysed.parsed.references
         return Routable(
-            tenant_id=account.tenant_id,
-            storage_key=stored.storage_key,
-            account_id=account.id,
-            kind=kind,
-            delivery=delivery,
+            tenant_id=self.account.tenant_id,
+            storage_key=outcome.storage_key,
+            account_id=self.account.id,
+            kind=outcome.kind,
+            delivery=outcome.delivery,
             message_id=parsed.message_id,
             original_message_id=parsed.in_reply_to or (refs[-1] if refs else None),
             from_email=parsed.from_email,
