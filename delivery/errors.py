@@ -13,20 +13,14 @@
                                 (refused, timed out, dropped, TLS failed): temporary,
                                 the connection is discarded and the send retried
 
-A *reply* from the server (2xx/4xx/5xx) is not an exception here: :func:`translate_smtp`
-turns aiosmtplib's response exceptions into :class:`~delivery.reply.SmtpReply` values, so
-the policy (:func:`delivery.reply.classify`) decides sent / retry / failed per recipient.
-Every aiosmtplib exception class is mapped (``tests/delivery/test_reply.py`` checks that
-the mapping is complete).
+A *reply* from the server (2xx/4xx/5xx) is not an exception here: the SMTP client
+(:mod:`delivery.smtpclient`) returns it as a :class:`~delivery.reply.SmtpReply` value, so the
+policy (:func:`delivery.reply.classify`) decides sent / retry / failed per recipient. That
+client is where socket, TLS, timeout and malformed-reply errors are translated into
+:class:`TransportError` (``tests/delivery/test_smtpclient.py`` drives each of them).
 """
 
 from __future__ import annotations
-
-import ssl
-
-import aiosmtplib
-
-from delivery.reply import SmtpReply
 
 
 class DeliveryError(Exception):
@@ -51,45 +45,3 @@ class RouteError(PermanentError):
 
 class TransportError(DeliveryError):
     """The SMTP connection failed without a usable reply: temporary, retried."""
-
-
-# Response exceptions carry the server's reply: they become values, not errors.
-_RESPONSE_TYPES: tuple[type[aiosmtplib.SMTPResponseException], ...] = (
-    aiosmtplib.SMTPConnectResponseError,
-    aiosmtplib.SMTPHeloError,
-    aiosmtplib.SMTPDataError,
-    aiosmtplib.SMTPAuthenticationError,
-    aiosmtplib.SMTPSenderRefused,
-    aiosmtplib.SMTPRecipientRefused,
-    aiosmtplib.SMTPResponseException,
-)
-# Failures without a reply: the transport is unusable.
-_TRANSPORT_TYPES: tuple[type[aiosmtplib.SMTPException], ...] = (
-    aiosmtplib.SMTPServerDisconnected,
-    aiosmtplib.SMTPConnectError,
-    aiosmtplib.SMTPTimeoutError,
-    aiosmtplib.SMTPConnectTimeoutError,
-    aiosmtplib.SMTPReadTimeoutError,
-    aiosmtplib.SMTPNotSupported,
-    aiosmtplib.SMTPException,  # anything else without a reply
-)
-MAPPED_SMTP_ERRORS = frozenset(
-    _RESPONSE_TYPES + _TRANSPORT_TYPES + (aiosmtplib.SMTPRecipientsRefused,)
-)
-
-
-def translate_smtp(exc: BaseException) -> SmtpReply | TransportError:
-    """The server's reply inside an aiosmtplib error, or a :class:`TransportError`.
-
-    ``SMTPRecipientsRefused`` (every recipient refused) yields the first refusal; OS, TLS
-    and timeout errors raised below aiosmtplib are transport errors too.
-    """
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        if exc.recipients:
-            return translate_smtp(exc.recipients[0])
-        return TransportError("all recipients refused without a reply")
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return SmtpReply.parse(exc.code, exc.message)
-    if isinstance(exc, aiosmtplib.SMTPException | ssl.SSLError | OSError | TimeoutError):
-        return TransportError(f"{type(exc).__name__}: {exc}"[:500])
-    raise TypeError(f"not an SMTP transport error: {type(exc).__name__}")

@@ -19,22 +19,19 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import re
+import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiosmtplib
-
-from delivery.errors import TransportError, translate_smtp
+from delivery.errors import TransportError
 from delivery.reply import SmtpReply
+from delivery.smtpclient import SmtpConnection
 
 log = logging.getLogger(__name__)
 
 SECURITIES = ("starttls", "tls", "none")
-# Addresses sent as-is in MAIL/RCPT (RFC 5321 dot-atom local part, plain domain).
-_PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{1,64}@[A-Za-z0-9.\-]{1,253}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class Endpoint:
 
 @dataclass
 class _Connection:
-    smtp: aiosmtplib.SMTP
+    smtp: SmtpConnection
     opened: float
     last_used: float
     transactions: int = 0
@@ -70,24 +67,6 @@ class _EndpointSlots:
         self.idle: list[_Connection] = []
         self.open = 0
         self.free = asyncio.Semaphore(limit)
-
-
-async def _mail_fast(smtp: aiosmtplib.SMTP, sender: str) -> None:
-    """MAIL FROM without aiosmtplib's ``email.utils`` address parsing (about a tenth of
-    the CPU of a send). Only for addresses matching ``_PLAIN`` (dot-atom ASCII
-    ``local@domain``, nothing to quote), for which ``<addr>`` is exactly what
-    ``quote_address`` produces; anything else goes through ``smtp.mail``. Refusals raise
-    as ``smtp.mail`` does."""
-    response = await smtp.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
-    if response.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
-
-
-async def _rcpt_fast(smtp: aiosmtplib.SMTP, recipient: str) -> None:
-    """RCPT TO, as :func:`_mail_fast`; 250 and 251 accept, as in ``smtp.rcpt``."""
-    response = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
-    if response.code not in (250, 251):
-        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
 
 
 class SmtpPool:
@@ -158,7 +137,7 @@ class SmtpPool:
         now = self.clock()
         while slots.idle:
             conn = slots.idle.pop()
-            if now - conn.last_used <= self.idle_s and conn.smtp.is_connected:
+            if now - conn.last_used <= self.idle_s and conn.smtp.is_usable:
                 return conn
             slots.open -= 1
             self._close_soon(conn)
@@ -167,26 +146,24 @@ class SmtpPool:
     async def _open(self, endpoint: Endpoint, slots: _EndpointSlots) -> _Connection:
         if endpoint.security not in SECURITIES:
             raise TransportError(f"unknown SMTP security {endpoint.security!r}")
-        smtp = aiosmtplib.SMTP(
-            hostname=endpoint.host,
-            port=endpoint.port,
-            use_tls=endpoint.security == "tls",
-            start_tls=endpoint.security == "starttls",
-            tls_context=self.tls_context if endpoint.security != "none" else None,
-            local_hostname=self.helo_name,
-            timeout=self.command_timeout_s,
-        )
+        if self.helo_name is None:
+            # Once per pool, off the loop: getfqdn may ask DNS.
+            self.helo_name = await asyncio.to_thread(socket.getfqdn)
         try:
-            await smtp.connect(timeout=self.connect_timeout_s)
-            if endpoint.username:
-                await smtp.login(endpoint.username, endpoint.password or "")
-        except (aiosmtplib.SMTPException, ssl.SSLError, OSError, TimeoutError) as exc:
-            smtp.close()
-            found = translate_smtp(exc)
-            if isinstance(found, SmtpReply):
-                # Greeting, EHLO or AUTH refused: the endpoint, not the recipient, failed.
-                raise TransportError(f"{endpoint}: {type(exc).__name__} {found}") from None
-            raise TransportError(f"{endpoint}: {found}") from None
+            smtp = await SmtpConnection.open(
+                endpoint.host,
+                endpoint.port,
+                security=endpoint.security,
+                tls_context=self.tls_context,
+                helo_name=self.helo_name,
+                username=endpoint.username,
+                password=endpoint.password,
+                connect_timeout_s=self.connect_timeout_s,
+                command_timeout_s=self.command_timeout_s,
+            )
+        except TransportError as exc:
+            # Greeting, EHLO, TLS or AUTH failed: the endpoint, not the recipient, failed.
+            raise TransportError(f"{endpoint}: {exc}") from None
         now = self.clock()
         slots.open += 1
         self.opened_total += 1
@@ -196,47 +173,20 @@ class SmtpPool:
         self, conn: _Connection, sender: str, recipient: str, message: bytes
     ) -> SmtpReply | None:
         """The deciding reply; None: the server was gone before MAIL FROM's reply."""
-        smtp = conn.smtp
         conn.transactions += 1
-        stage = "mail"
         try:
-            if smtp.is_ehlo_or_helo_needed or not (
-                _PLAIN.fullmatch(sender) and _PLAIN.fullmatch(recipient)
-            ):
-                await smtp.mail(sender)
-                stage = "rcpt"
-                await smtp.rcpt(recipient)
-            else:
-                await _mail_fast(smtp, sender)
-                stage = "rcpt"
-                await _rcpt_fast(smtp, recipient)
-            stage = "data"
-            response = await smtp.data(message)
-            return SmtpReply.parse(response.code, response.message)
-        except aiosmtplib.SMTPResponseException as exc:
-            reply = translate_smtp(exc)
-            assert isinstance(reply, SmtpReply)
-            if stage != "data" and reply.code != 421:
-                try:
-                    await smtp.rset()
-                except (aiosmtplib.SMTPException, OSError, TimeoutError) as rset_exc:
-                    log.debug("RSET failed: %s", rset_exc)
-                    smtp.close()
-            return reply
-        except (aiosmtplib.SMTPException, ssl.SSLError, OSError, TimeoutError) as exc:
-            if stage == "mail" and isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-                return None
-            found = translate_smtp(exc)
-            raise (
-                found if isinstance(found, TransportError) else TransportError(str(found))
-            ) from None
+            return await conn.smtp.transaction(sender, recipient, message)
+        except ValueError as exc:
+            # An address this server cannot take (non-ASCII without SMTPUTF8): what an MTA
+            # reports for it, RFC 6531's 553 5.6.7, so it fails and bounces like one.
+            return SmtpReply.parse(553, f"5.6.7 {exc} (mailgate; not sent)")
 
     def _give_back(self, conn: _Connection, slots: _EndpointSlots, reply: SmtpReply) -> None:
         conn.last_used = self.clock()
         healthy = (
             not self._closing
             and reply.code != 421
-            and conn.smtp.is_connected
+            and conn.smtp.is_usable
             and conn.transactions < self.max_messages
         )
         if healthy:
@@ -255,14 +205,8 @@ class SmtpPool:
         self._quitting.add(task)
         task.add_done_callback(self._quitting.discard)
 
-    async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
-        try:
-            async with asyncio.timeout(2.0):
-                await smtp.quit()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            pass
-        finally:
-            smtp.close()
+    async def _quit(self, smtp: SmtpConnection) -> None:
+        await smtp.quit(timeout_s=2.0)
 
     async def close(self) -> None:
         """Stop pooling: idle connections are closed now, busy ones when they come back."""

@@ -113,10 +113,10 @@ async def seed(
     return records
 
 
-@pytest.fixture
-async def peer() -> AsyncIterator[ScriptedPeer]:
-    """A started scriptable SMTP peer (plain, no AUTH)."""
-    p = await ScriptedPeer().start()
+@pytest.fixture(params=["pipelining", "stepwise"])
+async def peer(request: pytest.FixtureRequest) -> AsyncIterator[ScriptedPeer]:
+    """A started scriptable SMTP peer (plain, no AUTH), with and without PIPELINING."""
+    p = await ScriptedPeer(pipelining=request.param == "pipelining").start()
     yield p
     await p.stop()
 

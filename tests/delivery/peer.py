@@ -3,6 +3,7 @@
 ``ScriptedPeer`` answers 250 unless told otherwise per recipient: ``rcpt`` replies
 ("550 5.1.1 no such user", "451 4.7.1 try again in 7 seconds", "421 4.3.2 closing") at
 RCPT, ``data`` replies at the end of DATA, or ``"drop"`` to cut the connection at DATA.
+It advertises PIPELINING unless told not to, so both ways of the client are exercised.
 It keeps every accepted message (envelope + bytes) for checking, counts connections, and
 can require STARTTLS and AUTH.
 """
@@ -13,6 +14,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import ssl
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,19 @@ class Script:
 class _Handler:
     def __init__(self, peer: ScriptedPeer):
         self.peer = peer
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.peer.pipelining:  # aiosmtpd reads commands in order, so it can pipeline
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -75,7 +90,11 @@ class ScriptedPeer:
         *,
         tls: ssl.SSLContext | None = None,
         users: dict[str, str] | None = None,
+        pipelining: bool = True,
+        implicit_tls: ssl.SSLContext | None = None,
     ):
+        self.pipelining = pipelining
+        self.implicit_tls = implicit_tls
         self.script = Script()
         self.messages: list[Received] = []
         self.arrived = asyncio.Event()
@@ -96,24 +115,31 @@ class ScriptedPeer:
         ok = self.users is not None and self.users.get(user) == data.password.decode()
         if ok:
             self.auth_ok.append(user)
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
 
     def _factory(self) -> SMTP:
         self.connections += 1
-        proto = SMTP(
-            _Handler(self),
-            hostname="peer.test",
-            tls_context=self.tls,
-            require_starttls=self.tls is not None,
-            authenticator=self._authenticate if self.users is not None else None,
-            auth_required=self.users is not None,
-            auth_require_tls=self.tls is not None,
-        )
+        with warnings.catch_warnings():
+            # aiosmtpd does not count implicit TLS (port 465 style) as TLS when deciding
+            # whether to offer AUTH, and warns about AUTH without required TLS: the
+            # connection is TLS from the first byte, so neither applies.
+            warnings.simplefilter("ignore", UserWarning)
+            proto = SMTP(
+                _Handler(self),
+                hostname="peer.test",
+                tls_context=self.tls,
+                require_starttls=self.tls is not None,
+                authenticator=self._authenticate if self.users is not None else None,
+                auth_required=self.users is not None,
+                auth_require_tls=self.tls is not None,
+            )
         self._protocols.append(proto)
         return proto
 
     async def start(self) -> ScriptedPeer:
-        self.server = await self.loop.create_server(self._factory, "127.0.0.1", 0)
+        self.server = await self.loop.create_server(
+            self._factory, "127.0.0.1", 0, ssl=self.implicit_tls
+        )
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
