@@ -4,7 +4,10 @@
     EXISTS received), p50/p99;
 (b) mailgate: APPEND -> committed row latency, p50/p99, same load (same mailboxes, same pace);
 (c) backlog: N messages already in a mailbox (mix of 3 KB text, 40 KB HTML, 400 KB with an
-    attachment) -> all stored, msgs/s, against a bare aioimaplib UID FETCH of the same mailbox;
+    attachment) -> all stored, msgs/s, against a bare aioimaplib UID FETCH of the same mailbox
+    and, as a second baseline, PostgreSQL's own write rate for the same bytes (the raw
+    sources and the decoded attachments, COPY in batches of 100 per transaction, one
+    connection, no parsing), with the CPU the bench process and the machine spent;
 (d) M mailboxes watched by one process: RSS, and the reconnect storm after a Dovecot restart
     (restart -> every watcher IDLE again).
 
@@ -18,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import sys
@@ -179,6 +183,42 @@ async def bare_fetch(d: Dovecot, user: str, pw: str, batch: int = 100) -> tuple[
     return got, elapsed
 
 
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the machine since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
+async def copy_baseline(app: Any, count: int) -> float:
+    """PostgreSQL's write rate for the bytes mailgate stores (raw + decoded attachments):
+    COPY into a scratch table, 100 messages per transaction, one connection; msgs/s."""
+    from ingest.store import analyse
+
+    kinds = ("text", "html", "attach")
+    samples = {k: msg(1, k) for k in kinds}
+    parts = {k: [a.content for a in analyse(samples[k], 1 << 30).parsed.attachments] for k in kinds}
+    async with app.db.acquire() as conn:
+        await conn.execute("CREATE TABLE bench_copy (k text, b bytea)")
+        try:
+            t0 = time.monotonic()
+            for start in range(0, count, 100):
+                rows = []
+                for n in range(start, min(count, start + 100)):
+                    kind = kinds[n % 3]
+                    rows.append((f"r{n}", samples[kind]))
+                    rows.extend((f"a{n}.{i}", part) for i, part in enumerate(parts[kind]))
+                async with conn.transaction():
+                    await conn.copy_records_to_table("bench_copy", records=rows)
+            return count / (time.monotonic() - t0)
+        finally:
+            await conn.execute("DROP TABLE bench_copy")
+
+
 async def backlog(app: Any, d: Dovecot, user: str, pw: str, count: int) -> dict[str, float]:
     size = await asyncio.to_thread(fill_maildir, d, user, count)
     await bare_fetch(d, user, pw, 100)  # warm: Dovecot indexes the new files once
@@ -188,7 +228,7 @@ async def backlog(app: Any, d: Dovecot, user: str, pw: str, count: int) -> dict[
         app.db, CredentialBox(app.secret_key), tenant_id="bench", address=user,
         imap_host=d.host, imap_port=d.port, imap_security="none", username=user, password=pw,
     )  # fmt: skip
-    t0 = time.monotonic()
+    t0, cpu0, ticks0 = time.monotonic(), cpu_s(), machine_ticks()
     await component.start()
     while True:
         n = await app.db.fetchval(
@@ -198,13 +238,22 @@ async def backlog(app: Any, d: Dovecot, user: str, pw: str, count: int) -> dict[
             break
         await asyncio.sleep(0.2)
     mg_s = time.monotonic() - t0
+    cpu, ticks = cpu_s() - cpu0, machine_ticks()
     await component.stop(asyncio.get_running_loop().time() + 5)
+    copy_rate = await copy_baseline(app, count)
     return {
         "backlog_messages": count,
         "backlog_mb": round(size / 1e6, 1),
         "bare_fetch_msgs_per_s": round(got / bare_s, 1),
         "mailgate_msgs_per_s": round(count / mg_s, 1),
         "backlog_ratio": round((count / mg_s) / (got / bare_s), 3),
+        "pg_copy_msgs_per_s": round(copy_rate, 1),
+        "pg_copy_ratio_to_bare": round(copy_rate / (got / bare_s), 3),
+        "mailgate_ratio_to_pg_copy": round((count / mg_s) / copy_rate, 3),
+        "bench_process_cpu_ms_per_msg": round(cpu / count * 1000, 2),
+        "machine_busy_pct": round(
+            100 * (1 - (ticks[1] - ticks0[1]) / max(1, ticks[0] - ticks0[0])), 1
+        ),
     }
 
 
