@@ -15,13 +15,11 @@ The key is parsed once, when the signer is built. Keys come from PEM files
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from delivery.errors import RouteError
+from delivery.signer import SignerProcess
 
 # Headers signed when present (RFC 6376 §5.4.1 recommendations plus the RFC 8058 pair);
 # From, Subject, Date, To, Message-ID and the List-Unsubscribe pair are also signed once
@@ -80,6 +79,7 @@ class DkimKey:
     algorithm: str  # rsa-sha256, ed25519-sha256
     sign_digest: Callable[[bytes], bytes]
     public_txt: str  # the p= value of the DNS record
+    der: bytes = field(default=b"", repr=False)  # RSA: PKCS#8 DER, for the signer process
 
     @classmethod
     def from_pem(cls, domain: str, selector: str, pem: bytes) -> DkimKey:
@@ -99,8 +99,18 @@ class DkimKey:
             def sign_rsa(digest: bytes) -> bytes:
                 return key.sign(digest, pss, prehashed)
 
+            der = key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
             return cls(
-                domain.lower(), selector, "rsa-sha256", sign_rsa, base64.b64encode(pub).decode()
+                domain.lower(),
+                selector,
+                "rsa-sha256",
+                sign_rsa,
+                base64.b64encode(pub).decode(),
+                der,
             )
         if isinstance(key, ed25519.Ed25519PrivateKey):
             raw = key.public_key().public_bytes(
@@ -176,22 +186,21 @@ def sign_message(message: bytes, keys: Sequence[DkimKey], *, now: float | None =
 async def sign_message_offloaded(
     message: bytes,
     keys: Sequence[DkimKey],
-    executor: concurrent.futures.Executor,
+    signer: SignerProcess | None,
     *,
     now: float | None = None,
 ) -> bytes:
-    """:func:`sign_message`, with RSA signatures computed on ``executor``'s threads.
+    """:func:`sign_message`, with RSA signatures made by ``signer``'s process when given.
 
-    ``cryptography`` releases the GIL while it signs, and an RSA-2048 signature (~0.26 ms)
-    was a third of the event loop's CPU per send; on a thread it runs on another core
-    while the loop goes on. Ed25519 (~0.05 ms) is cheaper than the hand-off, so inline.
+    An RSA-2048 signature (~0.26 ms) was the largest CPU cost of a send; the signer
+    process makes it on the other core (see :mod:`delivery.signer` for why not a thread).
+    Ed25519 (~0.03 ms) is cheaper than the hand-off, so it stays here.
     """
     pending = _prepare(message, keys, now)
-    loop = asyncio.get_running_loop()
     signed: list[tuple[_Pending, bytes]] = []
     for p in pending:
-        if p.key.algorithm == "rsa-sha256":
-            signature = await loop.run_in_executor(executor, p.key.sign_digest, p.digest)
+        if signer is not None and p.key.der:
+            signature = await signer.sign(p.key.der, p.digest)
         else:
             signature = p.key.sign_digest(p.digest)
         signed.append((p, signature))

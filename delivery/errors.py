@@ -9,9 +9,11 @@
     │   ├── PayloadError        the job payload itself is wrong
     │   ├── RenderError         a template does not render (names the missing variable)
     │   └── RouteError          no SMTP endpoint or credentials for the sending account
-    └── TransportError          the SMTP conversation broke before a reply could be read
-                                (refused, timed out, dropped, TLS failed): temporary,
-                                the connection is discarded and the send retried
+    ├── TransportError          the SMTP conversation broke before a reply could be read
+    │                           (refused, timed out, dropped, TLS failed): temporary,
+    │                           the connection is discarded and the send retried
+    └── SignerError             the DKIM signer process failed or is gone: temporary, the
+                                job is retried (the signer restarts on the next signature)
 
 A *reply* from the server (2xx/4xx/5xx) is not an exception here: the SMTP client
 (:mod:`delivery.smtpclient`) returns it as a :class:`~delivery.reply.SmtpReply` value, so the
@@ -45,3 +47,7 @@ class RouteError(PermanentError):
 
 class TransportError(DeliveryError):
     """The SMTP connection failed without a usable reply: temporary, retried."""
+
+
+class SignerError(DeliveryError):
+    """The DKIM signer process could not sign (it died, or refused): temporary."""

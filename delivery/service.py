@@ -24,7 +24,6 @@ message.
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
 import json
 import logging
@@ -44,6 +43,7 @@ from delivery.pool import Endpoint, SmtpPool
 from delivery.ratelimit import Admission, RateLimiter, Window
 from delivery.render import Rendered, Renderer
 from delivery.reply import SmtpReply, classify
+from delivery.signer import SignerProcess
 from delivery.store import Account, Claim, ContextStore, DeliveryStore, NewDelivery
 from gateway.app import App
 from gateway.jobs import DeferJob
@@ -143,9 +143,8 @@ class Sender:
         self.metrics = delivery_metrics(app)
         self.metrics.pool_connections.set_function(lambda: self.pool.open_connections)
         self._db_keys: dict[bytes, DkimKey] = {}
-        # RSA signatures off the event loop (see sign_message_offloaded); two threads: the
-        # machine has two cores and the loop needs one.
-        self._signing = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="dkim")
+        # RSA signatures in a helper process (started with the first one): see signer.py.
+        self._signer = SignerProcess() if s.delivery_dkim_signer_process else None
 
     # -- the job --------------------------------------------------------------------------
 
@@ -293,7 +292,7 @@ class Sender:
         message = compose(envelope, content, date=self.clock())
         keys = await self.keys_for(tenant, sending_domain)
         if keys:
-            message = await sign_message_offloaded(message, keys, self._signing, now=self.clock())
+            message = await sign_message_offloaded(message, keys, self._signer, now=self.clock())
         endpoint = self.endpoint_for(account)
         t0 = time.perf_counter()
         try:
@@ -467,7 +466,8 @@ class Sender:
 
     async def aclose(self) -> None:
         await self.pool.close()
-        self._signing.shutdown(wait=False)
+        if self._signer is not None:
+            await self._signer.aclose()
 
 
 def _seconds_to_midnight(now: float) -> float:

@@ -533,6 +533,11 @@ class Settings(BaseSettings):
         "(RSA or Ed25519 PKCS#8/PKCS#1 PEM). Keys in the dkim_keys table (encrypted) are "
         "used as well.",
     )
+    delivery_dkim_signer_process: bool = Field(
+        default=True,
+        description="RSA DKIM signatures in a helper process (its own core and GIL; batched "
+        "over a pipe); false: on the event loop. Ed25519 is always signed on the loop.",
+    )
     delivery_unsubscribe_url: str = Field(
         default="https://{domain}/unsubscribe/{token}",
         max_length=500,
