@@ -174,6 +174,7 @@ class Finisher:
         self._linger_s = linger_s
         self._queue: asyncio.Queue[Outcome | JobRow] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._deferred: dict[str, tuple[asyncio.TimerHandle, JobRow]] = {}
         self.batches = 0
 
     def start(self) -> None:
@@ -181,6 +182,9 @@ class Finisher:
 
     async def stop(self) -> None:
         """Flush everything submitted so far, then stop."""
+        for handle, _ in self._deferred.values():
+            handle.cancel()
+        self._deferred.clear()
         await self._queue.join()
         if self._task is not None:
             self._task.cancel()
@@ -188,13 +192,34 @@ class Finisher:
                 await self._task
             self._task = None
 
-    def note(self, row: JobRow) -> None:
-        """Queue a tracking-only upsert (e.g. ``running``); nobody waits for it."""
-        self._queue.put_nowait(row)
+    def note(self, row: JobRow, after_s: float = 0.0) -> None:
+        """Queue a tracking-only upsert (e.g. ``running``); nobody waits for it.
+
+        With ``after_s``, only if no outcome for the job is submitted before then: a job
+        that ends sooner gets one upsert (its final state, with the start time carried
+        over) instead of two. Redis holds the job meanwhile, so nothing depends on it.
+        """
+        if after_s <= 0:
+            self._queue.put_nowait(row)
+            return
+        job_id = row.job.id
+        handle = asyncio.get_running_loop().call_later(after_s, self._note_now, job_id)
+        self._deferred[job_id] = (handle, row)
+
+    def _note_now(self, job_id: str) -> None:
+        found = self._deferred.pop(job_id, None)
+        if found is not None:
+            self._queue.put_nowait(found[1])
 
     async def submit(self, outcome: Outcome) -> bool:
         """Record ``outcome``; returns once it is in PostgreSQL and Redis (False when the
         job was no longer held: another instance had reaped it)."""
+        if outcome.row is not None:
+            found = self._deferred.pop(outcome.row.job.id, None)
+            if found is not None:
+                found[0].cancel()
+                if outcome.row.started_at is None:
+                    outcome.row.started_at = found[1].started_at
         outcome.done = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(outcome)
         return await asyncio.shield(outcome.done)

@@ -51,6 +51,9 @@ from gateway.logs import bind
 log = logging.getLogger(__name__)
 
 FALLBACK_POLL_S = 0.05
+# A job's PostgreSQL row says "running" only once it has run this long: most jobs end
+# sooner, and then one upsert (the final state, start time included) replaces two.
+RUNNING_ROW_AFTER_S = 1.0
 ERROR_TEXT_LIMIT = 4000
 
 
@@ -302,7 +305,8 @@ class Worker:
             task = asyncio.create_task(self._run(job, max(stalls, 0)), name=f"job-{job.id}")
             self._in_flight[task] = job
             self.finisher.note(
-                JobRow(job, "running", self.worker_id, job.attempt, started_at=started)
+                JobRow(job, "running", self.worker_id, job.attempt, started_at=started),
+                after_s=RUNNING_ROW_AFTER_S,
             )
 
     # -- running ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from gateway.app import App
 from gateway.jobs import DeferJob, PermanentJobError, keys
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
-from gateway.jobs.worker import Worker
+from gateway.jobs.worker import RUNNING_ROW_AFTER_S, Worker
 
 Handler = Callable[[Job], Awaitable[Any]]
 
@@ -112,6 +112,34 @@ async def test_completion_is_tracked_in_redis_and_postgres(app: App, make_worker
     execs = await app.db.fetch("SELECT * FROM job_executions WHERE job_id='j1'")
     assert [(e["status"], e["attempt"]) for e in execs] == [("success", 1)]
     assert await app.redis.llen(keys.processing_key(worker.worker_id, "queue:bounce:process")) == 0
+
+
+async def test_running_row_only_for_jobs_that_run_long(app: App, make_worker: Any) -> None:
+    """A job that ends within RUNNING_ROW_AFTER_S gets one row (completed, start time kept);
+    a longer one shows "running" in PostgreSQL while it runs."""
+    release = asyncio.Event()
+
+    async def handler(j: Job) -> str:
+        if j.id == "long":
+            await release.wait()
+        return "ok"
+
+    await app.redis.lpush("queue:bounce:process", job("short"), job("long"))
+    worker = await make_worker({"bounce": handler})
+
+    async def status(job_id: str) -> Any:
+        return await app.db.fetchrow("SELECT status, started_at FROM jobs WHERE id=$1", job_id)
+
+    deadline = time.monotonic() + RUNNING_ROW_AFTER_S + 5
+    while (row := await status("long")) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert row is not None and row["status"] == "running"
+    short = await status("short")
+    assert short["status"] == "completed" and short["started_at"] is not None
+    release.set()
+    await worker.run_until_empty(30)
+    done = await status("long")
+    assert done["status"] == "completed" and done["started_at"] == row["started_at"]
 
 
 async def test_retry_backoff_schedule_with_injected_clock(app: App, make_worker: Any) -> None:
