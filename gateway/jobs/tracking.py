@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.jobs import keys
 from gateway.jobs.envelope import Job
@@ -322,11 +322,19 @@ class Finisher:
     async def _write_redis(self, outcomes: list[Outcome]) -> list[Any]:
         if not outcomes:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for outcome in outcomes:
-                k, a = outcome.script_args()
-                await self._finish(keys=k, args=a, client=pipe)
-            return list(await pipe.execute())
+        # EVALSHA directly: a pipeline holding Script objects asks SCRIPT EXISTS first on
+        # every execute (one more round trip per batch). After a Redis restart the script
+        # cache is empty, every EVALSHA of the batch fails alike, and the batch is re-sent.
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for outcome in outcomes:
+                    k, a = outcome.script_args()
+                    pipe.evalsha(self._finish.sha, len(k), *k, *a)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    await self._redis.script_load(keys.FINISH)
+        raise RedisError("FINISH script missing right after loading it")
 
 
 def result_json(result: Any) -> str:

@@ -381,7 +381,7 @@ class Worker:
                 self.worker_id,
                 job.attempt,
                 completed_at=self._now_dt(),
-                result=_jsonable(result),
+                result=json.loads(result_text),
             ),
             execution=Execution(
                 job.id, job.tenant_id, job.attempt, "success", None, ms, self.worker_id
@@ -688,7 +688,3 @@ class Worker:
             finally:
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(result_json(value))

@@ -18,6 +18,7 @@ from gateway.jobs import DeferJob, PermanentJobError, keys
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
 from gateway.jobs.worker import RUNNING_ROW_AFTER_S, Worker
+from tests.daemon import poll
 
 Handler = Callable[[Job], Awaitable[Any]]
 
@@ -114,6 +115,30 @@ async def test_completion_is_tracked_in_redis_and_postgres(app: App, make_worker
     assert await app.redis.llen(keys.processing_key(worker.worker_id, "queue:bounce:process")) == 0
 
 
+async def test_finish_survives_an_emptied_script_cache(app: App, make_worker: Any) -> None:
+    """SCRIPT FLUSH (as after a Redis restart) while jobs run: FINISH is loaded again and
+    every job still completes once."""
+    gate, all_started = asyncio.Event(), asyncio.Event()
+    started: list[str] = []
+
+    async def handler(j: Job) -> str:
+        started.append(j.id)
+        if len(started) == 5:
+            all_started.set()
+        await gate.wait()
+        return "ok"
+
+    await app.redis.lpush("queue:bounce:process", *(job(f"s{i}") for i in range(5)))
+    worker = await make_worker({"bounce": handler})
+    await asyncio.wait_for(all_started.wait(), 10)
+    await app.redis.script_flush()
+    gate.set()
+    await worker.run_until_empty(30)
+    statuses = await app.db.fetch("SELECT status FROM jobs WHERE id LIKE 's%'")
+    assert sorted(r["status"] for r in statuses) == ["completed"] * 5
+    assert await app.redis.llen(keys.processing_key(worker.worker_id, "queue:bounce:process")) == 0
+
+
 async def test_running_row_only_for_jobs_that_run_long(app: App, make_worker: Any) -> None:
     """A job that ends within RUNNING_ROW_AFTER_S gets one row (completed, start time kept);
     a longer one shows "running" in PostgreSQL while it runs."""
@@ -130,10 +155,8 @@ async def test_running_row_only_for_jobs_that_run_long(app: App, make_worker: An
     async def status(job_id: str) -> Any:
         return await app.db.fetchrow("SELECT status, started_at FROM jobs WHERE id=$1", job_id)
 
-    deadline = time.monotonic() + RUNNING_ROW_AFTER_S + 5
-    while (row := await status("long")) is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert row is not None and row["status"] == "running"
+    row = await poll(lambda: status("long"), lambda r: r is not None, RUNNING_ROW_AFTER_S + 5)
+    assert row["status"] == "running"
     short = await status("short")
     assert short["status"] == "completed" and short["started_at"] is not None
     release.set()
