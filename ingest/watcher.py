@@ -38,7 +38,7 @@ from ingest.store import Analysed, Outcome, Pending, analyse, latency_s, load_sy
 
 log = logging.getLogger(__name__)
 
-PLAN_LIMIT = 5000  # UIDs planned per round
+META_CHUNK = 200  # UIDs sized per FETCH (see Watcher._plan)
 PERMANENT_MIN_DELAY_S = 60.0
 
 
@@ -160,35 +160,39 @@ class Watcher:
         """Fetch and store every UID above ``last_uid``; the new last UID."""
         while not self._stopping.is_set():
             seen = session.exists_seen
-            batches = await self._plan(session, last_uid + 1)
-            if not batches:
+            uids = await session.uids_from(last_uid + 1)
+            if not uids:
                 if session.exists_seen == seen:
                     return last_uid
-                continue  # new mail was announced during the look-up: look again
+                continue  # new mail was announced during the search: look again
+            batches = await self._plan(session, uids)
             last_uid = await self._fetch_and_store(session, batches, uidvalidity, last_uid)
         return last_uid
 
-    async def _plan(self, session: ImapSession, first_uid: int) -> list[list[int]]:
-        """The UIDs from ``first_uid`` on (up to PLAN_LIMIT), grouped into body fetches of
-        bounded bytes and count. One cheap ``UID FETCH first:* (UID RFC822.SIZE ...)`` both
-        finds the new UIDs and sizes them (no UID SEARCH round trip); ``first:*`` names the
-        last message even when nothing is new, so UIDs below ``first_uid`` are dropped."""
+    async def _plan(self, session: ImapSession, uids: list[int]) -> list[list[int]]:
+        """Group UIDs into body fetches of bounded bytes and count, sized by a cheap FETCH
+        of ``META_CHUNK`` UIDs at a time (aioimaplib handles each line of an answer one
+        recursion level deeper: ~1,000 lines in one read overflow its stack, so sizes are
+        never asked for all at once). A single new UID, the usual push, is fetched at once:
+        its bytes must be read whatever its size, so sizing it first is a wasted round trip."""
+        if len(uids) == 1:
+            return [uids]
         s = self.ctx.settings
         batches: list[list[int]] = []
         current: list[int] = []
         current_bytes = 0
-        meta = await session.fetch(f"{first_uid}:*", META_ITEMS)
-        items = sorted((m for m in meta if m.uid >= first_uid), key=lambda m: m.uid)
-        for item in items[:PLAN_LIMIT]:  # the rest: next round, once these are stored
-            size = item.size or 0
-            if current and (
-                current_bytes + size > s.ingest_fetch_batch_bytes
-                or len(current) >= s.ingest_fetch_batch_messages
-            ):
-                batches.append(current)
-                current, current_bytes = [], 0
-            current.append(item.uid)
-            current_bytes += size
+        for i in range(0, len(uids), META_CHUNK):
+            meta = await session.fetch(uid_set(uids[i : i + META_CHUNK]), META_ITEMS)
+            for item in sorted(meta, key=lambda m: m.uid):
+                size = item.size or 0
+                if current and (
+                    current_bytes + size > s.ingest_fetch_batch_bytes
+                    or len(current) >= s.ingest_fetch_batch_messages
+                ):
+                    batches.append(current)
+                    current, current_bytes = [], 0
+                current.append(item.uid)
+                current_bytes += size
         if current:
             batches.append(current)
         return batches
@@ -240,8 +244,11 @@ class Watcher:
                 await inflight
         finally:
             self.busy = False
-            if inflight is not None and not inflight.done():
-                inflight.cancel()
+            if inflight is not None:
+                if not inflight.done():
+                    inflight.cancel()  # the commit itself goes on in the committer
+                elif not inflight.cancelled():
+                    inflight.exception()  # retrieved: the error that matters is raised
             if not producer.done():
                 producer.cancel()
                 with contextlib.suppress(BaseException):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from gateway.app import App
 from tests.ingest.helpers import Appender, add, count, message, new_mailbox, poll
-from tests.peers.dovecot import Dovecot
+from tests.peers.dovecot import MAIL_GID, MAIL_UID, Dovecot
 
 
 async def test_new_mail_arrives_by_idle(
@@ -55,6 +56,30 @@ async def test_catch_up_after_downtime(
     await ingest()
     await poll(lambda: count(app, account.id), lambda n: n == 8)
     assert dovecot.status(box.address)["unseen"] == 8
+
+
+async def test_large_backlog_is_stored_once(
+    app: App, dovecot: Dovecot, ingest: Callable[..., Any]
+) -> None:
+    """A backlog of 1,500 small messages (sized 200 UIDs per FETCH, fetched 100 per batch,
+    batches pipelined through the shared committer) is stored exactly once, all UIDs."""
+    box = new_mailbox(dovecot)
+    account = await add(app, dovecot, box)
+    dovecot.deliver(box.address, message(0))  # creates the Maildir
+    new = dovecot.home(box.address) / "Maildir" / "new"
+    for n in range(1, 1500):
+        path = new / f"{1700000000 + n}.M{n}P1.test"
+        path.write_bytes(b"From: a@example.test\r\nSubject: s%d\r\n\r\nbody %d\r\n" % (n, n))
+        os.chown(path, MAIL_UID, MAIL_GID)
+    await ingest()
+    await poll(lambda: count(app, account.id), lambda n: n == 1500, 60)
+    rows = await app.db.fetch(
+        "SELECT uid, subject FROM email_messages WHERE email_account_id = $1", account.id
+    )
+    assert sorted(r["uid"] for r in rows) == list(range(1, 1501))
+    assert {r["subject"] for r in rows} == {"message 0"} | {f"s{n}" for n in range(1, 1500)}
+    sync = await app.db.fetchrow("SELECT * FROM mailbox_sync WHERE account_id=$1", account.id)
+    assert sync["last_uid"] == 1500
 
 
 async def test_master_user_login(app: App, dovecot: Dovecot, ingest: Callable[..., Any]) -> None:
