@@ -9,7 +9,9 @@ end with DKIM, then three worker processes under a per-domain limit.
 (b) mailgate: N email-sending jobs LPUSHed, one real Worker with the delivery handler,
     real PostgreSQL and Redis (embedded, temp dir), RSA-2048 DKIM; the sink dumps every
     message, and each is DKIM-verified with dkimpy against the public key;
-(c) the same with Ed25519;
+    the same again with two worker processes (two mailgate instances on this host), timed
+    from the first to the last ``sent_at``, reported beside (b), not instead of it;
+(c) the same with Ed25519 (one process);
 (d) three worker processes, a 600/minute limit on one recipient domain, for a minute and
     a bit: sends per rolling minute counted from the delivery rows' sent_at.
 
@@ -185,7 +187,11 @@ def split_dump(folder: Path) -> list[bytes]:
     return out
 
 
-async def bench_mailgate(settings: Settings, urls: Urls, n: int, algorithm: str) -> dict[str, Any]:
+async def bench_mailgate(
+    settings: Settings, urls: Urls, n: int, algorithm: str, processes: int = 0
+) -> dict[str, Any]:
+    """``processes`` 0: one Worker on this loop, timed from start to the empty queue; N:
+    N worker processes (N mailgate instances), timed by the first and last ``sent_at``."""
     dump = Path(tempfile.mkdtemp(prefix="mailgate-dump-", dir="/tmp"))
     dump.chmod(0o755)  # noqa: ASYNC240 - set-up before timing
     sink = smtp_sink(dump_dir=dump / "d")
@@ -202,12 +208,20 @@ async def bench_mailgate(settings: Settings, urls: Urls, n: int, algorithm: str)
         async with open_app(settings, urls) as app:
             record = await seed(app, sink.port, pem, algorithm)
             await push_jobs(app, n, lambda i: f"d{i % 100}.example.org", f"{algorithm}-")
-            worker = Worker(app, {"email-sending": create_handler(app)})
-            t0 = time.perf_counter()
-            await worker.start()
-            await worker.run_until_empty(timeout_s=600)
-            elapsed = time.perf_counter() - t0
-            await worker.stop(asyncio.get_running_loop().time() + 10)
+            if processes:
+                await drain_in_processes(urls, processes, settings)
+                elapsed = await app.db.fetchval(
+                    "SELECT extract(epoch FROM max(sent_at) - min(sent_at))"
+                    " FROM email_deliveries WHERE status = 'sent'"
+                )
+                elapsed = float(elapsed) * n / max(n - 1, 1)
+            else:
+                worker = Worker(app, {"email-sending": create_handler(app)})
+                t0 = time.perf_counter()
+                await worker.start()
+                await worker.run_until_empty(timeout_s=600)
+                elapsed = time.perf_counter() - t0
+                await worker.stop(asyncio.get_running_loop().time() + 10)
             sent = await app.db.fetchval(
                 "SELECT count(*) FROM email_deliveries WHERE status = 'sent'"
             )
@@ -229,6 +243,35 @@ async def bench_mailgate(settings: Settings, urls: Urls, n: int, algorithm: str)
     finally:
         sink.stop()
         shutil.rmtree(dump, ignore_errors=True)
+
+
+async def drain_in_processes(urls: Urls, processes: int, settings: Settings) -> None:
+    procs = [
+        subprocess.Popen(  # noqa: ASYNC220 - waited for in a thread below
+            [
+                sys.executable,
+                __file__,
+                "--drain-child",
+                urls.database,
+                urls.redis,
+                str(settings.data_dir),
+            ]
+        )
+        for _ in range(processes)
+    ]
+    for p in procs:
+        await asyncio.to_thread(p.wait)
+
+
+async def drain_child(db_url: str, redis_url: str, tmp: str) -> None:
+    """One worker process (as one ``mailgate run`` would run it) until the queue is empty."""
+    settings = bench_settings(db_url, redis_url, str(Path(tmp).parent))
+    async with open_app(settings, Urls(db_url, redis_url)) as app:
+        worker = Worker(app, {"email-sending": create_handler(app)})
+        await worker.start()
+        await worker.run_until_empty(timeout_s=600)
+        await worker.stop(asyncio.get_running_loop().time() + 10)
+        await close_sender(app)
 
 
 # -- (d) three processes under a domain limit --------------------------------------------------
@@ -342,6 +385,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             f"({b['sent']} sent, {b['received']} received, {b['dkim_verified']} verified, "
             f"{b['duplicates']} duplicates)"
         )
+        b2 = await bench_mailgate(settings, urls, args.messages, "rsa", processes=2)
+        print(
+            f"(b) the same, two worker processes:          {b2['msgs_per_s']:8.0f} msg/s "
+            f"({b2['sent']} sent, {b2['dkim_verified']} verified, {b2['duplicates']} duplicates)"
+        )
         c = await bench_mailgate(settings, urls, args.messages, "ed25519")
         print(
             f"(c) mailgate end to end, Ed25519 DKIM:        {c['msgs_per_s']:8.0f} msg/s "
@@ -359,14 +407,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "messages": args.messages,
             "msgs_per_s": round(b["msgs_per_s"]),
+            "two_process_msgs_per_s": round(b2["msgs_per_s"]),
+            "two_process_ratio": round(b2["msgs_per_s"] / bare, 3),
             "ed25519_msgs_per_s": round(c["msgs_per_s"]),
             "ceiling_msgs_per_s": round(bare),
             "smtp_source_msgs_per_s": round(source),
             "ratio": round(ratio, 3),
-            "dkim_verified": b["dkim_verified"] + c["dkim_verified"],
-            "dkim_checked": b["received"] + c["received"],
-            "duplicates": b["duplicates"] + c["duplicates"],
-            "sent_rows": b["sent"] + c["sent"],
+            "dkim_verified": b["dkim_verified"] + b2["dkim_verified"] + c["dkim_verified"],
+            "dkim_checked": b["received"] + b2["received"] + c["received"],
+            "duplicates": b["duplicates"] + b2["duplicates"] + c["duplicates"],
+            "sent_rows": b["sent"] + b2["sent"] + c["sent"],
             "rate_limit_sent": d["sent"],
             "rate_limit_max_per_minute": d["max_per_rolling_minute"],
             "rate_limit_violations": d["violations"],
@@ -377,6 +427,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--drain-child"]:
+        asyncio.run(drain_child(sys.argv[2], sys.argv[3], sys.argv[4]))
+        sys.exit(0)
     if sys.argv[1:2] == ["--child"]:
         asyncio.run(child(sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]))
         sys.exit(0)

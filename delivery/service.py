@@ -145,6 +145,8 @@ class Sender:
         self._db_keys: dict[bytes, DkimKey] = {}
         # RSA signatures in a helper process (started with the first one): see signer.py.
         self._signer = SignerProcess() if s.delivery_dkim_signer_process else None
+        if self._signer is not None:
+            self._signer.prestart()
 
     # -- the job --------------------------------------------------------------------------
 

@@ -86,7 +86,25 @@ class SignerProcess:
         self._in_flight: deque[list[asyncio.Future[bytes]]] = deque()
         self._flush_planned = False
         self._closed = False
+        self._prestart: asyncio.Task[None] | None = None
         self.starts = 0
+
+    def prestart(self) -> None:
+        """Start the child now, in the background (when a loop runs), so the first send
+        does not wait for an interpreter to start; a failure here is retried on use."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._prestart = loop.create_task(self._start_quietly(), name="dkim-signer-start")
+
+    async def _start_quietly(self) -> None:
+        try:
+            await self._running()
+        except SignerError as exc:
+            log.warning(
+                "DKIM signer did not start; retrying on first use", extra={"error": str(exc)}
+            )
 
     async def sign(self, der: bytes, digest: bytes) -> bytes:
         """The PKCS#1 v1.5 signature of ``digest`` (SHA-256) with the RSA key ``der``."""
@@ -195,6 +213,9 @@ class SignerProcess:
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Let the child finish what it holds, then end it (closing its input)."""
         self._closed = True
+        if self._prestart is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prestart
         proc = self._proc
         if proc is None:
             return
