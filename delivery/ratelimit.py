@@ -10,6 +10,13 @@ windows which allow twice the limit across a boundary. Each period is stretched 
 ``SLACK`` (1 %) so sends that leave a moment after admission still fit a rolling window
 counted at the receiver.
 
+Pacing: a limit of at least ``PACE_MIN`` also gets a sub-window of a twelfth of its period
+holding a sixth of the limit (600/minute: at most 100 in any 5 s). Without it a fresh window
+admits the whole limit at once, that burst queues behind the connection pool and DKIM, and
+its sends reach the receiver seconds after their admission, where they share a rolling
+minute with the next window's first admissions (measured: 654 in a rolling minute of sent
+times under a 600/minute limit on a loaded machine). Paced, admission and send stay close.
+
 Key schema (the one place)::
 
     mailgate:rl:{scope}:{id}:{period_ms}   zset  member = admission id, score = time (ms)
@@ -32,6 +39,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 SLACK = 1.01
+PACE_MIN = 60  # limits from this size up are paced
+PACE_SLICES = 12  # sub-window = period / 12
+PACE_SHARE = 6  # holding limit / 6 (twice the even rate)
 CONC_RETRY_MS = 250
 PREFIX = "mailgate:rl:"
 
@@ -93,6 +103,13 @@ class Window:
     def name(self) -> str:
         return f"{self.scope}:{self.ident}/{self.period_s:g}s"
 
+    def pacing(self) -> Window | None:
+        """The sub-window that spreads this window's admissions (see the module text)."""
+        if self.limit < PACE_MIN:
+            return None
+        share = -(-self.limit // PACE_SHARE)  # ceil
+        return Window(self.scope, self.ident, share, self.period_s / PACE_SLICES)
+
 
 @dataclass(frozen=True)
 class Admission:
@@ -124,6 +141,7 @@ class RateLimiter:
     ) -> Admission:
         """Admit one send into every window (and a lease of ``concurrency=(domain, cap)``)."""
         active = [w for w in windows if w.limit > 0]
+        active += [paced for w in active if (paced := w.pacing()) is not None]
         keys = [w.key for w in active]
         args: list[str | int] = [round(self._clock() * 1000), secrets.token_hex(8), len(active)]
         for w in active:

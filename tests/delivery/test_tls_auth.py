@@ -60,3 +60,21 @@ async def test_rate_limit_holds_across_two_processes(redis_url: str) -> None:
     outs = [await p.communicate() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sum(int(out.decode()) for out, _ in outs) == 25
+
+
+async def test_large_limits_are_paced(app: App) -> None:
+    """A 120/minute window admits at most a sixth (20) in any 5 s, and says when the next
+    one fits; small limits are not paced (a 30/minute window admits 30 at once)."""
+    from delivery.ratelimit import RateLimiter, Window
+
+    now = [1_000_000.0]
+    limiter = RateLimiter(app.redis, clock=lambda: now[0])
+    big = [Window("domain", "big.example", 120, 60.0)]
+    admitted = [(await limiter.acquire(big)).admitted for _ in range(40)]
+    assert admitted.count(True) == 20 and admitted[:20] == [True] * 20
+    refused = await limiter.acquire(big)
+    assert 4.9 < refused.wait_s <= 5.2 and refused.limit == "domain:big.example/5s"
+    now[0] += refused.wait_s
+    assert (await limiter.acquire(big)).admitted
+    small = [Window("domain", "small.example", 30, 60.0)]
+    assert [(await limiter.acquire(small)).admitted for _ in range(31)].count(True) == 30
