@@ -70,12 +70,14 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child still answers kill(0); reap it if it is ours.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
+    # A zombie still answers kill(0). Read its state instead of reaping it: waitpid here
+    # would steal the exit status of a child some other part of this process waits for
+    # (asyncio's child watcher reported such children as "unknown, returncode 255").
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"
 
 
 @contextlib.contextmanager
