@@ -70,13 +70,16 @@ class IngestComponent:
         self.mailboxes: dict[str, _Mailbox] = {}
         self.rng = random.Random()
         self._loops: list[asyncio.Task[None]] = []
+        self._warm_up: asyncio.Task[None] | None = None
         self._started = False
         self._first = True
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(warm_up)
+        # flanker's first parse costs ~100 ms (imports, regex compiles): paid here, in a
+        # thread, while the watchers log in, not by the event loop on the first message.
+        self._warm_up = asyncio.create_task(asyncio.to_thread(warm_up), name="ingest-warm-up")
         self.app.metrics.add_refresher(self._refresh_metrics)
         await self.reconcile()
         self._loops = [
@@ -106,6 +109,9 @@ class IngestComponent:
         finally:
             self._started = False
             await self.ctx.committer.close()
+            if self._warm_up is not None:
+                with contextlib.suppress(Exception):
+                    await self._warm_up  # a thread cannot be cancelled: ~0.1 s at most
 
     def ready(self) -> bool:
         return self._started
