@@ -6,7 +6,7 @@ Batches that arrive while the committers are busy are stored together by the nex
 committer in ONE transaction (:func:`ingest.store.store_batch`): ten mailboxes receiving
 mail at the same moment cost one commit, one fsync and a few statements instead of ten of
 each, and at most ``committers`` pool connections are in use however many mailboxes there
-are (a burst no longer opens a new connection per mailbox, which cost ~130 ms each).
+are (a burst no longer opens a new pool connection per mailbox).
 
 Order and exactly-once: a watcher waits for its batch's commit before handing over the
 next, so each folder's batches commit in UID order and its sync position only moves past
