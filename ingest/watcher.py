@@ -38,7 +38,7 @@ from ingest.store import Analysed, Outcome, Pending, analyse, latency_s, load_sy
 
 log = logging.getLogger(__name__)
 
-META_CHUNK = 200  # UIDs sized per FETCH (see Watcher._plan)
+META_CHUNK = 200  # UIDs sized per FETCH
 PERMANENT_MIN_DELAY_S = 60.0
 
 
@@ -171,10 +171,9 @@ class Watcher:
 
     async def _plan(self, session: ImapSession, uids: list[int]) -> list[list[int]]:
         """Group UIDs into body fetches of bounded bytes and count, sized by a cheap FETCH
-        of ``META_CHUNK`` UIDs at a time (aioimaplib handles each line of an answer one
-        recursion level deeper: ~1,000 lines in one read overflow its stack, so sizes are
-        never asked for all at once). A single new UID, the usual push, is fetched at once:
-        its bytes must be read whatever its size, so sizing it first is a wasted round trip."""
+        of ``META_CHUNK`` UIDs at a time (a bounded answer per command). A single new UID,
+        the usual push, is fetched at once: its bytes must be read whatever its size, so
+        sizing it first is a wasted round trip."""
         if len(uids) == 1:
             return [uids]
         s = self.ctx.settings
