@@ -13,11 +13,15 @@ transaction and a delivery row. The steps, in order::
               seconds" as a DeferJob) · 5xx failed + a queue:bounce:process job
 
 No double sends: the row is ``sending`` before the transaction and a run finding it final
-sends nothing. The one window left is a process dying after the server's 250 and before the
-``sent`` commit: that delivery is still ``sending`` and is sent again when its job is
-reaped and re-run. At most the sends in flight at the crash (``delivery_concurrency`` per
-worker: a send whose ``sent`` update waits in the outcome batch still holds its slot) can
-be duplicated, i.e. at most the rows left ``sending``; each such duplicate carries the
+sends nothing. A run finding it ``sending`` and claimed less than ``delivery_claim_lease_s``
+ago is deferred until that claim lapses: the other run may be alive and mid-transaction (a
+worker whose loop stalled past its heartbeat is reaped and its job handed out again while
+it still sends), and the lease outlasts any transaction its timeouts allow. The one window
+left is a process dying after the server's 250 and before the ``sent`` commit: that
+delivery is still ``sending`` and is sent again when its job is reaped and re-run, once the
+claim lease has lapsed. At most the sends in flight at the crash (``delivery_concurrency``
+per worker: a send whose ``sent`` update waits in the outcome batch still holds its slot)
+can be duplicated, i.e. at most the rows left ``sending``; each such duplicate carries the
 same Message-ID (it derives from the delivery id), so receivers and threading see one
 message.
 """
@@ -121,7 +125,7 @@ class Sender:
         self.settings = s
         self.clock = clock
         self.contexts = ContextStore(app.db)
-        self.deliveries = DeliveryStore(app.db)
+        self.deliveries = DeliveryStore(app.db, s.delivery_claim_lease_s)
         self.renderer = Renderer()
         self.verp = Verp(app.secret_key)
         self.box = CredentialBox(app.secret_key)
@@ -204,6 +208,11 @@ class Sender:
         try:
             claim = await self.deliveries.claim(new, expired=expired)
             with bind(delivery_id=claim.delivery_id):
+                if not claim.send and claim.held_for_s > 0:
+                    # Another run claimed it moments ago and may be in its SMTP transaction
+                    # (a worker reaped while alive): wait for that claim to lapse.
+                    self.metrics.deliveries.labels("held").inc()
+                    raise DeferJob(claim.held_for_s + 1.0, "delivery held by another run")
                 if not claim.send:
                     return await self._not_sending(claim, request, tenant)
                 return await self._transact(

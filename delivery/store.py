@@ -254,6 +254,7 @@ class Claim:
     send: bool
     smtp_code: int | None = None
     provider_response: str | None = None
+    held_for_s: float = 0.0  # another run's claim on a `sending` row lasts this much longer
 
 
 @dataclass(frozen=True)
@@ -289,12 +290,14 @@ FROM v ORDER BY v.tenant_id, v.idempotency_key
 ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
     SET status = EXCLUDED.status, attempt_count = d.attempt_count + 1, updated_at = now(),
         job_id = EXCLUDED.job_id
-    WHERE d.status IN ('queued', 'sending', 'deferred')
+    WHERE d.status IN ('queued', 'deferred')
+       OR (d.status = 'sending' AND d.updated_at <= now() - make_interval(secs => $10))
 RETURNING d.id, d.status
 """
 
 _FINAL_ROWS = """
-SELECT d.id, d.status, d.smtp_code, d.provider_response FROM email_deliveries d
+SELECT d.id, d.status, d.smtp_code, d.provider_response,
+       extract(epoch FROM now() - d.updated_at)::float8 AS age_s FROM email_deliveries d
 JOIN unnest($1::text[], $2::text[]) AS v(tenant_id, id) ON d.tenant_id = v.tenant_id
     AND d.id = v.id
 """
@@ -334,8 +337,9 @@ class Result:
 class DeliveryStore:
     """Writes ``email_deliveries`` rows, many sends' rows per statement (:mod:`.batch`)."""
 
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, claim_lease_s: float = 0.0):
         self.pool = pool
+        self.claim_lease_s = claim_lease_s
         self._claims: Coalescer[tuple[NewDelivery, bool], Claim] = Coalescer(
             "claims", self._claim_many, self._claim_one
         )
@@ -368,7 +372,7 @@ class DeliveryStore:
             cols.append([getattr(n, attr) for n, _ in items])
         cols.append([expired for _, expired in items])
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(_CLAIM, *cols)
+            rows = await conn.fetch(_CLAIM, *cols, self.claim_lease_s)
             claimed = {r["id"]: r["status"] for r in rows}
             missing = [(n.tenant_id, i) for (n, _), i in zip(items, ids, strict=True)]
             missing = [(t, i) for t, i in missing if i not in claimed]
@@ -385,8 +389,16 @@ class DeliveryStore:
                 out.append(Claim(delivery_id, status, status == "sending"))
                 continue
             row = final[delivery_id]
+            held = max(0.0, self.claim_lease_s - row["age_s"]) if row["status"] == "sending" else 0
             out.append(
-                Claim(delivery_id, row["status"], False, row["smtp_code"], row["provider_response"])
+                Claim(
+                    delivery_id,
+                    row["status"],
+                    False,
+                    row["smtp_code"],
+                    row["provider_response"],
+                    held_for_s=held,
+                )
             )
         return out
 

@@ -526,6 +526,15 @@ class Settings(BaseSettings):
         description="A send job older than this (since its created_at) is not sent; the "
         "delivery is recorded expired (60 s-30 days).",
     )
+    delivery_claim_lease_s: float = Field(
+        default=200.0,
+        ge=0,
+        le=3600,
+        description="A delivery claimed 'sending' by one run is not taken over by another "
+        "run for this long (a worker reaped while still alive may still be sending it); "
+        "the second run is deferred. Keep it above connect + 3 x command timeouts. 0: off "
+        "(0-3600 s).",
+    )
     delivery_dkim_keys: str = Field(
         default="",
         max_length=10000,

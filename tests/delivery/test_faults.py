@@ -8,8 +8,10 @@ import asyncio
 import collections
 import json
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from delivery.jobs import create_handler
@@ -32,6 +34,15 @@ NO_LIMITS = {
     "delivery_domain_concurrency": 0,
     "delivery_tenant_per_minute": 0,
 }
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[ScriptedPeer]:
+    """One peer (with PIPELINING) for the fault tests: the both-ways runs of the send
+    tests cover the client; these cover crashes and restarts, which are slow."""
+    p = await ScriptedPeer().start()
+    yield p
+    await p.stop()
 
 
 def _jobs(start: int, stop: int) -> list[str]:
@@ -65,6 +76,8 @@ def _run_env(settings: Settings) -> dict[str, str]:
         secret_key=settings.secret_key.get_secret_value(),  # seals the DKIM keys
         bounce_domains="bounces.test",
         delivery_concurrency=str(CONCURRENCY),
+        # The restarted run takes over the rows left `sending` after this lease.
+        delivery_claim_lease_s="1",
         **{k: str(v) for k, v in NO_LIMITS.items()},
     )
 

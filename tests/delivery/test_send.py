@@ -70,6 +70,38 @@ async def test_job_run_again_sends_nothing_twice(world: World) -> None:
     assert again["status"] == "sent" and len(world.peer.messages) == 1
 
 
+async def test_delivery_claimed_by_another_live_run_is_deferred(world: World) -> None:
+    """A job handed out again while its first run may still be sending (its worker was
+    reaped alive) finds the row `sending` inside the claim lease: it is deferred, nothing
+    is sent; once the lease lapsed the re-run sends it, once."""
+    from delivery.store import NewDelivery
+
+    job = world.job(world.payload("ada@example.net"))
+    first = NewDelivery(
+        tenant_id=TENANT,
+        idempotency_key=job.idempotency_key or job.id,
+        campaign_id="camp_1",
+        recipient_id=None,
+        recipient_email="ada@example.net",
+        email_account_id="acct_1",
+        job_id=job.id,
+    )
+    claim = await sender_for(world.app).deliveries.claim(first, expired=False)
+    assert claim.send  # the "other run" holds it now
+    with pytest.raises(DeferJob) as deferred:
+        await run(world, job)
+    lease = world.app.settings.delivery_claim_lease_s
+    assert lease - 5 < deferred.value.delay_s <= lease + 1
+    assert world.peer.messages == []
+    await world.app.db.execute(
+        "UPDATE email_deliveries SET updated_at = now() - make_interval(secs => $1) WHERE id = $2",
+        lease,
+        claim.delivery_id,
+    )
+    assert (await run(world, job))["status"] == "sent"
+    assert len(world.peer.messages) == 1
+
+
 async def test_seed_000_shape_is_accepted(world: World) -> None:
     """The seed 000 payload (campaign_id, recipient_id, email_template, personalizations)."""
     job = world.job(
