@@ -300,11 +300,21 @@ class Sender:
                 "{domain}", sending_domain
             ).replace("{token}", token),
         )
-        message = compose(envelope, content, date=self.clock())
-        keys = await self.keys_for(tenant, sending_domain)
-        if keys:
-            message = await sign_message_offloaded(message, keys, self._signer, now=self.clock())
-        endpoint = self.endpoint_for(account)
+        try:
+            message = compose(envelope, content, date=self.clock())
+            keys = await self.keys_for(tenant, sending_domain)
+            if keys:
+                message = await sign_message_offloaded(
+                    message, keys, self._signer, now=self.clock()
+                )
+            endpoint = self.endpoint_for(account)
+        except Exception as exc:
+            # Nothing was sent: give the claim back, so the retry (or a replay of the dead
+            # letter) need not wait for the claim lease.
+            await self.deliveries.record(
+                tenant, claim.delivery_id, "deferred", response=f"not sent: {exc}"[:500]
+            )
+            raise
         t0 = time.perf_counter()
         try:
             reply = await self.pool.send(

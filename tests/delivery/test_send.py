@@ -102,6 +102,18 @@ async def test_delivery_claimed_by_another_live_run_is_deferred(world: World) ->
     assert len(world.peer.messages) == 1
 
 
+async def test_failure_before_smtp_gives_the_claim_back(world: World) -> None:
+    """An account with no SMTP route and no relay: the job is dead-lettered, nothing is
+    sent, and the row is `deferred` (not left `sending` under a claim lease)."""
+    await world.app.db.execute("UPDATE email_accounts SET smtp_host = NULL")
+    job = world.job(world.payload("ada@example.net"))
+    with pytest.raises(PermanentJobError, match="relay"):
+        await run(world, job)
+    row = await delivery_row(world, job)
+    assert row["status"] == "deferred" and row["provider_response"].startswith("not sent:")
+    assert world.peer.messages == []
+
+
 async def test_seed_000_shape_is_accepted(world: World) -> None:
     """The seed 000 payload (campaign_id, recipient_id, email_template, personalizations)."""
     job = world.job(
