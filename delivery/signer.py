@@ -174,6 +174,7 @@ class SignerProcess:
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         reason = "the DKIM signer exited"
+        ended = False  # the child closed its output: it is exiting by itself
         try:
             while True:
                 head = await proc.stdout.readexactly(4)
@@ -193,15 +194,18 @@ class SignerProcess:
                         future.set_result(data)
                     else:
                         future.set_exception(SignerError(data.decode(errors="replace")))
-        except (asyncio.IncompleteReadError, ConnectionError, SignerError) as exc:
-            if isinstance(exc, SignerError):
-                reason = str(exc)
+        except asyncio.IncompleteReadError:
+            ended = True
+        except (ConnectionError, SignerError) as exc:
+            reason = str(exc) or reason
         finally:
             self._reader = None
             failed = [f for batch in self._in_flight for f in batch]
             self._in_flight.clear()
             _fail(failed, SignerError(reason))
-            if proc.returncode is None:
+            if not ended and proc.returncode is None:
+                # A child that broke the protocol. Not one that ended by itself: kill()
+                # polls first, which would reap it under asyncio's child watcher.
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
             if failed and not self._closed:
