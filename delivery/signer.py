@@ -1,18 +1,22 @@
-"""RSA DKIM signatures in a helper process, batched over a pipe.
+"""DKIM signing in a helper process, batched over a pipe.
 
-An RSA-2048 signature costs ~0.26 ms of CPU, the largest single cost of a send. Where it
-runs, measured with ``bench/delivery.py`` part (b) on this 2-core machine (see
-``bench/README.md``): on the event loop 1,152 msg/s; on a two-thread pool 1,086 msg/s (the
-GIL hand-off after every signature costs the loop more than the signature it saves); in
-this helper process, which has its own interpreter and GIL, the loop only packs a 32-byte
-header digest into a batch and unpacks a signature. Ed25519 (~0.03 ms) stays on the loop.
+Canonicalising the signed headers (dkimpy, pure Python, ~0.07 ms) and an RSA-2048 signature
+(~0.26 ms) were the largest CPU costs of a send on the event loop. Where they run, measured
+with ``bench/delivery.py`` part (b) on this 2-core machine (see ``bench/README.md``): RSA on
+the event loop 1,152 msg/s; on a two-thread pool 1,086 msg/s (the GIL hand-off after every
+signature costs the loop more than the signature it saves); in this helper process, which
+has its own interpreter and GIL, the loop only copies the message into a batch and reads
+back the DKIM-Signature header lines.
 
 Pure framing is separate from the process plumbing. Frames in both directions are a 4-byte
 big-endian length and a body:
 
-* ``K`` + key number (u32) + the private key, PKCS#8 DER: register a key (no answer);
-* ``S`` + n x (key number (u32) + SHA-256 digest (32 bytes)): sign, answered in order by
-* ``R`` + n x (status (u8) + length (u16) + bytes): status 0 a signature, 1 an error text.
+* ``K`` + key number (u32) + domain and selector (each a u8 length and the bytes) + the
+  private key, PKCS#8 DER: register a key (no answer);
+* ``S`` + n x (key count (u8) + key numbers (u32 each) + time (f64) + message length (u32) +
+  the message): sign, answered in order by
+* ``R`` + n x (status (u8) + length (u32) + bytes): status 0 the header lines, 1 an error
+  text (temporary), 2 a message that cannot be signed (:class:`DkimKeyError`, permanent).
 
 The child ignores SIGINT and SIGTERM (a service manager signals the whole group; the daemon
 drains its sends first and then closes the pipe) and exits when its input ends, which also
@@ -29,16 +33,17 @@ import signal
 import struct
 import sys
 from collections import deque
+from collections.abc import Sequence
 from typing import BinaryIO
 
+from delivery.dkimsign import DkimKey, DkimKeyError, signature_headers
 from delivery.errors import SignerError
 
 log = logging.getLogger(__name__)
 
-DIGEST_SIZE = 32
 MAX_BATCH = 16  # per frame: the child answers a frame whole, so a small one keeps latency low
-MAX_FRAME = 16 * 1024 * 1024
-_REQUEST = struct.Struct(">I32s")
+MAX_FRAME = 64 * 1024 * 1024
+_TIME_LEN = struct.Struct(">dI")
 
 
 # -- framing (pure) --------------------------------------------------------------------------
@@ -48,24 +53,60 @@ def frame(body: bytes) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-def key_frame(key_no: int, der: bytes) -> bytes:
-    return frame(b"K" + key_no.to_bytes(4, "big") + der)
+def key_frame(key_no: int, domain: str, selector: str, der: bytes) -> bytes:
+    d, s = domain.encode(), selector.encode()
+    return frame(b"K" + key_no.to_bytes(4, "big") + bytes([len(d)]) + d + bytes([len(s)]) + s + der)
 
 
-def sign_frame(requests: list[tuple[int, bytes]]) -> bytes:
-    return frame(b"S" + b"".join(_REQUEST.pack(no, digest) for no, digest in requests))
+def parse_key_frame(body: bytes) -> tuple[int, str, str, bytes]:
+    key_no = int.from_bytes(body[1:5], "big")
+    at = 5
+    domain = body[at + 1 : at + 1 + body[at]].decode()
+    at += 1 + body[at]
+    selector = body[at + 1 : at + 1 + body[at]].decode()
+    at += 1 + body[at]
+    return key_no, domain, selector, body[at:]
 
 
-def parse_results(body: bytes) -> list[tuple[bool, bytes]]:
-    """An ``R`` body as (ok, signature or error text) per request, in order."""
-    if body[:1] != b"R":
-        raise SignerError(f"DKIM signer answered {body[:1]!r}, not R")
-    out: list[tuple[bool, bytes]] = []
+def sign_frame(requests: Sequence[tuple[Sequence[int], float, bytes]]) -> bytes:
+    parts = [b"S"]
+    for key_nos, now, message in requests:
+        parts.append(bytes([len(key_nos)]))
+        parts.extend(n.to_bytes(4, "big") for n in key_nos)
+        parts.append(_TIME_LEN.pack(now, len(message)))
+        parts.append(message)
+    return frame(b"".join(parts))
+
+
+def parse_sign_frame(body: bytes) -> list[tuple[list[int], float, bytes]]:
+    out: list[tuple[list[int], float, bytes]] = []
     at = 1
     while at < len(body):
-        status, length = body[at], int.from_bytes(body[at + 1 : at + 3], "big")
-        out.append((status == 0, body[at + 3 : at + 3 + length]))
-        at += 3 + length
+        count = body[at]
+        at += 1
+        key_nos = [int.from_bytes(body[at + 4 * i : at + 4 * i + 4], "big") for i in range(count)]
+        at += 4 * count
+        now, length = _TIME_LEN.unpack_from(body, at)
+        at += _TIME_LEN.size
+        out.append((key_nos, now, body[at : at + length]))
+        at += length
+    return out
+
+
+def result_entry(status: int, data: bytes) -> bytes:
+    return bytes([status]) + len(data).to_bytes(4, "big") + data
+
+
+def parse_results(body: bytes) -> list[tuple[int, bytes]]:
+    """An ``R`` body as (status, header lines or error text) per request, in order."""
+    if body[:1] != b"R":
+        raise SignerError(f"DKIM signer answered {body[:1]!r}, not R")
+    out: list[tuple[int, bytes]] = []
+    at = 1
+    while at < len(body):
+        status, length = body[at], int.from_bytes(body[at + 1 : at + 5], "big")
+        out.append((status, body[at + 5 : at + 5 + length]))
+        at += 5 + length
     return out
 
 
@@ -81,8 +122,8 @@ class SignerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
-        self._keys: dict[bytes, int] = {}
-        self._queued: list[tuple[int, bytes, asyncio.Future[bytes]]] = []
+        self._keys: dict[tuple[str, str, bytes], int] = {}
+        self._queued: list[tuple[list[int], float, bytes, asyncio.Future[bytes]]] = []
         self._in_flight: deque[list[asyncio.Future[bytes]]] = deque()
         self._flush_planned = False
         self._closed = False
@@ -106,17 +147,20 @@ class SignerProcess:
                 "DKIM signer did not start; retrying on first use", extra={"error": str(exc)}
             )
 
-    async def sign(self, der: bytes, digest: bytes) -> bytes:
-        """The PKCS#1 v1.5 signature of ``digest`` (SHA-256) with the RSA key ``der``."""
-        if len(digest) != DIGEST_SIZE:
-            raise ValueError("the digest must be SHA-256")
+    async def sign(self, keys: Sequence[DkimKey], message: bytes, now: float) -> bytes:
+        """The DKIM-Signature header lines for ``message``, one per key (as
+        :func:`delivery.dkimsign.signature_headers` makes them)."""
         proc = await self._running()
-        key_no = self._keys.get(der)
-        if key_no is None:
-            key_no = self._keys[der] = len(self._keys) + 1
-            self._write(proc, key_frame(key_no, der))
+        key_nos = []
+        for key in keys:
+            ident = (key.domain, key.selector, key.der)
+            key_no = self._keys.get(ident)
+            if key_no is None:
+                key_no = self._keys[ident] = len(self._keys) + 1
+                self._write(proc, key_frame(key_no, key.domain, key.selector, key.der))
+            key_nos.append(key_no)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._queued.append((key_no, digest, future))
+        self._queued.append((key_nos, now, message, future))
         if not self._flush_planned:
             self._flush_planned = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -161,15 +205,16 @@ class SignerProcess:
         proc = self._proc
         while self._queued:
             batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+            futures = [f for *_, f in batch]
             if proc is None or proc.returncode is not None:
-                _fail([f for _, _, f in batch], SignerError("the DKIM signer is not running"))
+                _fail(futures, SignerError("the DKIM signer is not running"))
                 continue
             try:
-                self._write(proc, sign_frame([(no, digest) for no, digest, _ in batch]))
+                self._write(proc, sign_frame([(k, now, m) for k, now, m, _ in batch]))
             except (OSError, RuntimeError) as exc:
-                _fail([f for _, _, f in batch], SignerError(f"DKIM signer pipe: {exc}"))
+                _fail(futures, SignerError(f"DKIM signer pipe: {exc}"))
                 continue
-            self._in_flight.append([f for _, _, f in batch])
+            self._in_flight.append(futures)
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -187,11 +232,13 @@ class SignerProcess:
                 if len(results) != len(futures):
                     reason = "the DKIM signer answered a batch of the wrong size"
                     break
-                for future, (ok, data) in zip(futures, results, strict=True):
+                for future, (status, data) in zip(futures, results, strict=True):
                     if future.done():
                         continue
-                    if ok:
+                    if status == 0:
                         future.set_result(data)
+                    elif status == 2:
+                        future.set_exception(DkimKeyError(data.decode(errors="replace")))
                     else:
                         future.set_exception(SignerError(data.decode(errors="replace")))
         except asyncio.IncompleteReadError:
@@ -249,12 +296,7 @@ def _fail(futures: list[asyncio.Future[bytes]], exc: SignerError) -> None:
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """Answer frames from ``inp`` on ``out`` until ``inp`` ends."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-
-    pkcs1, prehashed = padding.PKCS1v15(), Prehashed(hashes.SHA256())
-    keys: dict[int, rsa.RSAPrivateKey] = {}
+    keys: dict[int, DkimKey] = {}
     while True:
         head = inp.read(4)
         if len(head) < 4:
@@ -262,22 +304,20 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         body = inp.read(int.from_bytes(head, "big"))
         kind = body[:1]
         if kind == b"K":
-            key = serialization.load_der_private_key(body[5:], password=None)
-            if isinstance(key, rsa.RSAPrivateKey):
-                keys[int.from_bytes(body[1:5], "big")] = key
+            key_no, domain, selector, der = parse_key_frame(body)
+            keys[key_no] = DkimKey.from_der(domain, selector, der)
             continue
         if kind != b"S":
             return
         parts = [b"R"]
-        for at in range(1, len(body), _REQUEST.size):
-            key_no, digest = _REQUEST.unpack_from(body, at)
-            found = keys.get(key_no)
-            if found is None:
-                text = f"unknown key {key_no}".encode()
-                parts.append(b"\x01" + len(text).to_bytes(2, "big") + text)
-                continue
-            signature = found.sign(digest, pkcs1, prehashed)
-            parts.append(b"\x00" + len(signature).to_bytes(2, "big") + signature)
+        for key_nos, now, message in parse_sign_frame(body):
+            try:
+                chosen = [keys[n] for n in key_nos]
+                parts.append(result_entry(0, signature_headers(message, chosen, now=now)))
+            except DkimKeyError as exc:
+                parts.append(result_entry(2, str(exc).encode()))
+            except Exception as exc:  # noqa: BLE001 - answered, not fatal: the job retries
+                parts.append(result_entry(1, f"{type(exc).__name__}: {exc}".encode()))
         out.write(frame(b"".join(parts)))
         out.flush()
 

@@ -544,8 +544,9 @@ class Settings(BaseSettings):
     )
     delivery_dkim_signer_process: bool = Field(
         default=True,
-        description="RSA DKIM signatures in a helper process (its own core and GIL; batched "
-        "over a pipe); false: on the event loop. Ed25519 is always signed on the loop.",
+        description="DKIM signing (header canonicalisation and the RSA or Ed25519 "
+        "signature) in a helper process (its own core and GIL; batched over a pipe); false: "
+        "on the event loop.",
     )
     delivery_unsubscribe_url: str = Field(
         default="https://{domain}/unsubscribe/{token}",

@@ -1,77 +1,100 @@
-"""The RSA signer process: framing, signatures that verify, a child killed mid-batch
-(its signatures fail with SignerError, the next one starts a new child), clean close."""
+"""The DKIM signer process: framing, whole-message signing that dkimpy verifies (RSA and
+Ed25519), a child killed mid-batch (its signatures fail with SignerError, the next one
+starts a new child), a message that cannot be signed, clean close."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import os
 import signal
 
+import dkim
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from delivery.dkimsign import DkimKey, DkimKeyError, sign_message_offloaded, signature_headers
 from delivery.errors import SignerError
-from delivery.signer import SignerProcess, frame, key_frame, parse_results, serve, sign_frame
+from delivery.signer import (
+    SignerProcess,
+    frame,
+    key_frame,
+    parse_key_frame,
+    parse_results,
+    parse_sign_frame,
+    serve,
+    sign_frame,
+)
+
+DOMAIN = "sender.test"
 
 
-def rsa_key() -> tuple[rsa.RSAPrivateKey, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    der = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+def keys() -> list[DkimKey]:
+    return [
+        DkimKey.from_key(
+            DOMAIN, "rsa1", rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ),
+        DkimKey.from_key(DOMAIN, "ed1", ed25519.Ed25519PrivateKey.generate()),
+    ]
+
+
+def message(n: int) -> bytes:
+    return (
+        f"From: ops@{DOMAIN}\r\nTo: r{n}@example.org\r\nSubject: hello {n}\r\n"
+        f"Message-ID: <{n}@{DOMAIN}>\r\n\r\nbody {n}\r\n.dot line\r\n"
+    ).encode()
+
+
+def verified(signed: bytes, used: list[DkimKey]) -> bool:
+    dns = {f"{k.selector}._domainkey.{DOMAIN}.".encode(): k.dns_record() for k in used}
+    d = dkim.DKIM(signed)
+    return all(
+        d.verify(idx=i, dnsfunc=lambda name, timeout=5: dns.get(name)) for i in range(len(used))
     )
-    return key, der
 
 
-def verifies(key: rsa.RSAPrivateKey, digest: bytes, signature: bytes) -> bool:
-    key.public_key().verify(signature, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
-    return True
-
-
-def test_serve_answers_in_order_and_names_unknown_keys() -> None:
-    """The child's loop signs a batch in order; a digest for an unregistered key is an
-    error entry, not a crash; input ending ends it."""
-    key, der = rsa_key()
-    digests = [hashlib.sha256(bytes([i])).digest() for i in range(3)]
-    inp = io.BytesIO(
-        key_frame(7, der) + sign_frame([(7, digests[0]), (9, digests[1]), (7, digests[2])])
-    )
-    out = io.BytesIO()
-    serve(inp, out)
-    data = out.getvalue()
-    body = data[4:]
-    assert int.from_bytes(data[:4], "big") == len(body)
-    results = parse_results(body)
-    assert [ok for ok, _ in results] == [True, False, True]
-    assert results[1][1] == b"unknown key 9"
-    assert verifies(key, digests[0], results[0][1]) and verifies(key, digests[2], results[2][1])
-
-
-def test_parse_results_refuses_a_foreign_frame() -> None:
-    """Anything but an R frame is a SignerError."""
+def test_frames_round_trip() -> None:
+    """Key and sign frames parse back to what was framed."""
+    body = key_frame(3, "d.example", "sel", b"\x00der")[4:]
+    assert parse_key_frame(body) == (3, "d.example", "sel", b"\x00der")
+    requests = [([1, 2], 1_700_000_000.5, b"m1"), ([7], 1.0, b"")]
+    assert parse_sign_frame(sign_frame(requests)[4:]) == requests
     with pytest.raises(SignerError):
         parse_results(frame(b"X")[4:])
 
 
+def test_serve_signs_like_the_loop_and_names_bad_input() -> None:
+    """The child's loop returns the same header lines as signing on the loop; an unknown key
+    is a temporary error entry, a message without From a permanent one; input ending ends it."""
+    ks = keys()
+    inp = io.BytesIO(
+        b"".join(key_frame(i + 1, k.domain, k.selector, k.der) for i, k in enumerate(ks))
+        + sign_frame(
+            [([1, 2], 1000.0, message(1)), ([9], 1000.0, message(2)), ([1], 1.0, b"X: y\r\n\r\n")]
+        )
+    )
+    out = io.BytesIO()
+    serve(inp, out)
+    results = parse_results(out.getvalue()[4:])
+    assert [status for status, _ in results] == [0, 1, 2]
+    # RSA PKCS#1 v1.5 and Ed25519 are deterministic: the same bytes as on the loop.
+    assert results[0][1] == signature_headers(message(1), ks, now=1000.0)
+    assert verified(results[0][1] + message(1), ks)
+
+
 async def test_signatures_from_the_process_verify() -> None:
-    """500 concurrent signatures over two keys, batched, each verifies with its key."""
+    """300 concurrent messages signed with an RSA and an Ed25519 key, batched: dkimpy
+    verifies every signature."""
     signer = SignerProcess()
-    keys = [rsa_key(), rsa_key()]
+    ks = keys()
     try:
-        digests = [hashlib.sha256(str(i).encode()).digest() for i in range(500)]
-        signatures = await asyncio.gather(
-            *(signer.sign(keys[i % 2][1], d) for i, d in enumerate(digests))
+        signed = await asyncio.gather(
+            *(sign_message_offloaded(message(i), ks, signer, now=1_700_000_000) for i in range(300))
         )
-        assert all(
-            verifies(keys[i % 2][0], d, s)
-            for i, (d, s) in enumerate(zip(digests, signatures, strict=True))
-        )
+        assert all(verified(m, ks) for m in signed)
         assert signer.starts == 1
+        with pytest.raises(DkimKeyError):
+            await signer.sign(ks, b"X: no from\r\n\r\nbody\r\n", 1.0)
     finally:
         await signer.aclose()
 
@@ -80,20 +103,18 @@ async def test_killed_child_fails_its_signatures_and_restarts() -> None:
     """SIGKILL of the child: what it held fails with SignerError, the next signature
     starts a new child and verifies."""
     signer = SignerProcess()
-    key, der = rsa_key()
-    digest = hashlib.sha256(b"x").digest()
+    ks = keys()[:1]
     try:
-        await signer.sign(der, digest)
+        await signer.sign(ks, message(0), 1.0)
         proc = signer._proc
         assert proc is not None
-        held = [asyncio.ensure_future(signer.sign(der, digest)) for _ in range(200)]
+        held = [asyncio.ensure_future(signer.sign(ks, message(i), 1.0)) for i in range(200)]
         await asyncio.sleep(0)
         os.kill(proc.pid, signal.SIGKILL)
         results = await asyncio.gather(*held, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, SignerError)]
-        assert failed, "the kill landed after every signature was made"
+        assert any(isinstance(r, SignerError) for r in results), "the kill landed too late"
         assert all(isinstance(r, (bytes, SignerError)) for r in results)
-        assert verifies(key, digest, await signer.sign(der, digest))
+        assert verified(await signer.sign(ks, message(1), 1.0) + message(1), ks)
         assert signer.starts == 2
     finally:
         await signer.aclose()
@@ -102,11 +123,11 @@ async def test_killed_child_fails_its_signatures_and_restarts() -> None:
 async def test_close_ends_the_child_and_refuses_more() -> None:
     """aclose() ends the child process; a later signature is refused, not hung."""
     signer = SignerProcess()
-    _, der = rsa_key()
-    await signer.sign(der, hashlib.sha256(b"x").digest())
+    ks = keys()[:1]
+    await signer.sign(ks, message(0), 1.0)
     proc = signer._proc
     assert proc is not None
     await signer.aclose()
     assert proc.returncode is not None
     with pytest.raises(SignerError, match="closed"):
-        await signer.sign(der, hashlib.sha256(b"y").digest())
+        await signer.sign(ks, message(1), 1.0)
