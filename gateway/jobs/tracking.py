@@ -61,6 +61,51 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 """
 
 
+# The same two writes for a whole batch, one statement each (one executor run instead of one
+# per row: PostgreSQL CPU per job about halves). A batch holds one row per job (``_write``
+# keeps the last), as ON CONFLICT DO UPDATE must not meet a row twice.
+UPSERT_JOBS = """
+INSERT INTO jobs AS jobs (id, tenant_id, queue_name, status, payload, attempt_count,
+                  max_attempts, worker_id, idempotency_key, created_at, started_at,
+                  completed_at, updated_at, result, last_error)
+SELECT id, tenant_id, queue_name, status, payload, attempt_count, max_attempts, worker_id,
+       idempotency_key, coalesce(created_at, now()), started_at, completed_at, now(), result,
+       last_error
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int[],
+            $7::int[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+            $12::timestamptz[], $13::jsonb[], $14::text[])
+    AS v(id, tenant_id, queue_name, status, payload, attempt_count, max_attempts, worker_id,
+         idempotency_key, created_at, started_at, completed_at, result, last_error)
+ON CONFLICT (id) DO UPDATE SET
+    tenant_id = coalesce(EXCLUDED.tenant_id, jobs.tenant_id),
+    queue_name = EXCLUDED.queue_name,
+    status = EXCLUDED.status,
+    payload = EXCLUDED.payload,
+    attempt_count = EXCLUDED.attempt_count,
+    max_attempts = EXCLUDED.max_attempts,
+    worker_id = EXCLUDED.worker_id,
+    idempotency_key = coalesce(EXCLUDED.idempotency_key, jobs.idempotency_key),
+    started_at = coalesce(EXCLUDED.started_at, jobs.started_at),
+    completed_at = EXCLUDED.completed_at,
+    updated_at = now(),
+    result = coalesce(EXCLUDED.result, jobs.result),
+    last_error = EXCLUDED.last_error
+WHERE NOT (jobs.status = 'completed' AND EXCLUDED.status = 'running')
+"""
+
+INSERT_EXECUTIONS = """
+INSERT INTO job_executions (job_id, tenant_id, attempt, status, error, duration_ms, worker_id, at)
+SELECT job_id, tenant_id, attempt, status, error, duration_ms, worker_id, now()
+FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::float8[],
+            $7::text[]) AS v(job_id, tenant_id, attempt, status, error, duration_ms, worker_id)
+"""
+
+
+def columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Row tuples as one list per column (the unnest statements' arguments)."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
 def parse_time(value: str | None) -> dt.datetime | None:
     """An ISO-8601 time from a producer, or None when absent or unreadable."""
     if not value:
@@ -289,9 +334,11 @@ class Finisher:
         try:
             async with self._db.acquire() as conn, conn.transaction():
                 if rows:
-                    await conn.executemany(UPSERT_JOB, [r.args() for r in rows])
+                    await conn.execute(UPSERT_JOBS, *columns([r.args() for r in rows], 14))
                 if executions:
-                    await conn.executemany(INSERT_EXECUTION, [e.args() for e in executions])
+                    await conn.execute(
+                        INSERT_EXECUTIONS, *columns([e.args() for e in executions], 7)
+                    )
         except asyncpg.PostgresError as exc:
             if is_transient(exc):
                 raise
