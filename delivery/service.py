@@ -287,7 +287,7 @@ class Sender:
             to_name=request.recipient_name,
             reply_to=campaign.reply_to if campaign else None,
             return_path=(
-                self.verp.address(claim.delivery_id, bounce_domains[0])
+                self.verp.address(claim.delivery_id, bounce_domains[0], token)
                 if bounce_domains
                 else from_email
             ),

@@ -65,9 +65,10 @@ class Verp:
             raise VerpError(f"delivery id must be 1-{MAX_ID_BYTES} bytes for VERP")
         return f"{_b32(raw)}-{_b32(self._mac(raw))}"
 
-    def address(self, delivery_id: str, domain: str) -> str:
-        """The return path for a delivery: ``b+<token>@domain``."""
-        return f"{PREFIX}{self.token(delivery_id)}@{domain.lower()}"
+    def address(self, delivery_id: str, domain: str, token: str | None = None) -> str:
+        """The return path for a delivery: ``b+<token>@domain`` (``token``: the one
+        :meth:`token` already minted for this delivery, to skip minting it again)."""
+        return f"{PREFIX}{token or self.token(delivery_id)}@{domain.lower()}"
 
     def verify(self, address: str) -> VerpResult:
         """Check a recipient address (any domain; the listener checks domains)."""
