@@ -206,7 +206,8 @@ class SignerProcess:
         while self._queued:
             batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
             futures = [f for *_, f in batch]
-            if proc is None or proc.returncode is not None:
+            if proc is None or proc.returncode is not None or self._reader is None:
+                # (no reader: nobody would ever answer these; the next sign() restarts it)
                 _fail(futures, SignerError("the DKIM signer is not running"))
                 continue
             try:
