@@ -16,6 +16,7 @@ from gateway.jobs.handlers import HandlerSpec
 
 def create_handler(app: App) -> HandlerSpec:
     sender = sender_for(app)
+    sender.start_helpers()
 
     async def run(job: Job) -> dict[str, Any]:
         try:

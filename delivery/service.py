@@ -149,8 +149,6 @@ class Sender:
         self._db_keys: dict[bytes, DkimKey] = {}
         # RSA signatures in a helper process (started with the first one): see signer.py.
         self._signer = SignerProcess() if s.delivery_dkim_signer_process else None
-        if self._signer is not None:
-            self._signer.prestart()
 
     # -- the job --------------------------------------------------------------------------
 
@@ -484,6 +482,12 @@ class Sender:
                 key = self._db_keys[sealed] = DkimKey.from_pem(domain, selector, pem)
             keys.append(key)
         return keys
+
+    def start_helpers(self) -> None:
+        """Start the DKIM signer process now (in the background), so the first send does
+        not wait for an interpreter to start; job handlers call it, one-off tools do not."""
+        if self._signer is not None:
+            self._signer.prestart()
 
     async def aclose(self) -> None:
         await self.pool.close()

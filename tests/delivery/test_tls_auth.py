@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dkim
+
 from delivery.jobs import create_handler
 from delivery.service import close_sender
 from gateway.app import App
-from tests.delivery.conftest import World, seed
+from tests.delivery.conftest import TENANT, World, seed
 from tests.delivery.peer import ScriptedPeer, make_test_ca
 
 
@@ -78,3 +80,41 @@ async def test_large_limits_are_paced(app: App) -> None:
     assert (await limiter.acquire(big)).admitted
     small = [Window("domain", "small.example", 30, 60.0)]
     assert [(await limiter.acquire(small)).admitted for _ in range(31)].count(True) == 30
+
+
+async def test_mailgate_send_prints_the_servers_answer(world: World) -> None:
+    """`mailgate send` (a subprocess) sends one signed message from the account with flags
+    and prints the server's reply; a refused recipient exits 1 with the refusal."""
+    from tests.daemon import mailgate_env
+
+    env = mailgate_env(
+        world.app.settings,
+        0,
+        secret_key=world.app.settings.secret_key.get_secret_value(),
+    )
+    base = [sys.executable, "-m", "gateway.cli", "send", "--tenant", TENANT, "--account", "acct_1"]
+
+    async def send(to: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *base,
+            "--to",
+            to,
+            "--subject",
+            "hi",
+            "--text",
+            "hello there",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    code, out = await send("ada@example.net")
+    assert code == 0 and "<~  250" in out and "2 DKIM" in out, out
+    [got] = world.peer.messages
+    assert got.rcpt_tos == ["ada@example.net"] and b"hello there" in got.content
+    assert dkim.DKIM(got.content).verify(dnsfunc=world.dns)
+    world.peer.script.rcpt["nobody@example.net"] = "550 5.1.1 no such user"
+    code, out = await send("nobody@example.net")
+    assert code == 1 and "550 5.1.1 no such user" in out, out
