@@ -245,22 +245,20 @@ async def bench_mailgate(
         shutil.rmtree(dump, ignore_errors=True)
 
 
-async def drain_in_processes(urls: Urls, processes: int, settings: Settings) -> None:
+async def run_children(processes: int, *args: str) -> None:
+    """``processes`` copies of this script with ``args``, waited for."""
     procs = [
-        subprocess.Popen(  # noqa: ASYNC220 - waited for in a thread below
-            [
-                sys.executable,
-                __file__,
-                "--drain-child",
-                urls.database,
-                urls.redis,
-                str(settings.data_dir),
-            ]
-        )
+        subprocess.Popen([sys.executable, __file__, *args])  # noqa: ASYNC220 - waited below
         for _ in range(processes)
     ]
     for p in procs:
         await asyncio.to_thread(p.wait)
+
+
+async def drain_in_processes(urls: Urls, processes: int, settings: Settings) -> None:
+    await run_children(
+        processes, "--drain-child", urls.database, urls.redis, str(settings.data_dir)
+    )
 
 
 async def drain_child(db_url: str, redis_url: str, tmp: str) -> None:
@@ -301,22 +299,7 @@ async def bench_limited(
         async with open_app(settings, urls) as app:
             await seed(app, sink.port, pem, "ed")
             await push_jobs(app, n, lambda i: "limited.example", "lim-")
-            procs = [
-                subprocess.Popen(  # noqa: ASYNC220 - waited for in a thread below
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        urls.database,
-                        urls.redis,
-                        str(seconds),
-                        tmp,
-                    ]
-                )
-                for _ in range(3)
-            ]
-            for p in procs:
-                await asyncio.to_thread(p.wait)
+            await run_children(3, "--child", urls.database, urls.redis, str(seconds), tmp)
             rows = await app.db.fetch(
                 "SELECT extract(epoch FROM sent_at) AS t FROM email_deliveries"
                 " WHERE status = 'sent' ORDER BY sent_at"

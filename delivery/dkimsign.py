@@ -86,17 +86,17 @@ class DkimKey:
 
     @classmethod
     def from_pem(cls, domain: str, selector: str, pem: bytes) -> DkimKey:
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError) as exc:
-            raise DkimKeyError(f"DKIM key for {selector}._domainkey.{domain}: {exc}") from None
-        return cls.from_key(domain, selector, key)
+        return cls._load(domain, selector, pem, serialization.load_pem_private_key)
 
     @classmethod
     def from_der(cls, domain: str, selector: str, der: bytes) -> DkimKey:
         """The key as :attr:`der` carries it (to the signer process)."""
+        return cls._load(domain, selector, der, serialization.load_der_private_key)
+
+    @classmethod
+    def _load(cls, domain: str, selector: str, data: bytes, loader: Any) -> DkimKey:
         try:
-            key = serialization.load_der_private_key(der, password=None)
+            key = loader(data, password=None)
         except (ValueError, TypeError) as exc:
             raise DkimKeyError(f"DKIM key for {selector}._domainkey.{domain}: {exc}") from None
         return cls.from_key(domain, selector, key)

@@ -33,11 +33,9 @@ from gateway.storage import is_transient
 
 log = logging.getLogger(__name__)
 
-UPSERT_JOB = """
-INSERT INTO jobs (id, tenant_id, queue_name, status, payload, attempt_count, max_attempts,
-                  worker_id, idempotency_key, created_at, started_at, completed_at,
-                  updated_at, result, last_error)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now()), $11, $12, now(), $13, $14)
+# A job row's update: the latest state wins, except that a late "running" never overwrites
+# "completed"; what producers or earlier attempts set is kept where the new row has none.
+_UPSERT_SET = """
 ON CONFLICT (id) DO UPDATE SET
     tenant_id = coalesce(EXCLUDED.tenant_id, jobs.tenant_id),
     queue_name = EXCLUDED.queue_name,
@@ -55,6 +53,16 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE NOT (jobs.status = 'completed' AND EXCLUDED.status = 'running')
 """
 
+UPSERT_JOB = (
+    """
+INSERT INTO jobs AS jobs (id, tenant_id, queue_name, status, payload, attempt_count, max_attempts,
+                  worker_id, idempotency_key, created_at, started_at, completed_at,
+                  updated_at, result, last_error)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now()), $11, $12, now(), $13, $14)
+"""
+    + _UPSERT_SET
+)
+
 INSERT_EXECUTION = """
 INSERT INTO job_executions (job_id, tenant_id, attempt, status, error, duration_ms, worker_id, at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, now())
@@ -64,7 +72,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 # The same two writes for a whole batch, one statement each (one executor run instead of one
 # per row: PostgreSQL CPU per job about halves). A batch holds one row per job (``_write``
 # keeps the last), as ON CONFLICT DO UPDATE must not meet a row twice.
-UPSERT_JOBS = """
+UPSERT_JOBS = (
+    """
 INSERT INTO jobs AS jobs (id, tenant_id, queue_name, status, payload, attempt_count,
                   max_attempts, worker_id, idempotency_key, created_at, started_at,
                   completed_at, updated_at, result, last_error)
@@ -76,22 +85,9 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int
             $12::timestamptz[], $13::jsonb[], $14::text[])
     AS v(id, tenant_id, queue_name, status, payload, attempt_count, max_attempts, worker_id,
          idempotency_key, created_at, started_at, completed_at, result, last_error)
-ON CONFLICT (id) DO UPDATE SET
-    tenant_id = coalesce(EXCLUDED.tenant_id, jobs.tenant_id),
-    queue_name = EXCLUDED.queue_name,
-    status = EXCLUDED.status,
-    payload = EXCLUDED.payload,
-    attempt_count = EXCLUDED.attempt_count,
-    max_attempts = EXCLUDED.max_attempts,
-    worker_id = EXCLUDED.worker_id,
-    idempotency_key = coalesce(EXCLUDED.idempotency_key, jobs.idempotency_key),
-    started_at = coalesce(EXCLUDED.started_at, jobs.started_at),
-    completed_at = EXCLUDED.completed_at,
-    updated_at = now(),
-    result = coalesce(EXCLUDED.result, jobs.result),
-    last_error = EXCLUDED.last_error
-WHERE NOT (jobs.status = 'completed' AND EXCLUDED.status = 'running')
 """
+    + _UPSERT_SET
+)
 
 INSERT_EXECUTIONS = """
 INSERT INTO job_executions (job_id, tenant_id, attempt, status, error, duration_ms, worker_id, at)

@@ -157,28 +157,24 @@ async def test_implicit_tls_and_auth(tmp_path: Path) -> None:
     client_ctx = ssl.create_default_context(cafile=str(ca.ca_file))
     peer = await ScriptedPeer(implicit_tls=ca.server_context, users={"ops": "pw"}).start()
     try:
-        conn = await SmtpConnection.open(
-            "127.0.0.1",
-            peer.port,
-            security="tls",
-            tls_context=client_ctx,
-            helo_name="me",
-            username="ops",
-            password="pw",
-        )
-        reply = await conn.transaction("ops@sender.test", "r@example.org", MESSAGE)
-        assert reply is not None and reply.code == 250 and peer.auth_ok == ["ops"]
-        await conn.quit()
-        with pytest.raises(TransportError, match="AUTH refused: 535"):
-            await SmtpConnection.open(
+
+        async def login(password: str) -> SmtpConnection:
+            return await SmtpConnection.open(
                 "127.0.0.1",
                 peer.port,
                 security="tls",
                 tls_context=client_ctx,
                 helo_name="me",
                 username="ops",
-                password="wrong",
+                password=password,
             )
+
+        conn = await login("pw")
+        reply = await conn.transaction("ops@sender.test", "r@example.org", MESSAGE)
+        assert reply is not None and reply.code == 250 and peer.auth_ok == ["ops"]
+        await conn.quit()
+        with pytest.raises(TransportError, match="AUTH refused: 535"):
+            await login("wrong")
         with pytest.raises(TransportError, match=r"SSL|certificate"):
             await SmtpConnection.open("127.0.0.1", peer.port, security="tls", helo_name="me")
     finally:
