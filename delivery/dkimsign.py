@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -159,6 +160,7 @@ def _signed_header_list(present: Sequence[bytes]) -> list[bytes]:
 
 _POLICY = dkim.CanonicalizationPolicy.from_c_value(b"/".join(CANONICALIZATION))
 _C_VALUE = _POLICY.to_c_value()
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 
 
 def split_headers(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -190,7 +192,9 @@ def split_headers(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 
 def _is_field_name(name: bytes) -> bool:
-    return all(33 <= c <= 126 for c in name)
+    """Printable US-ASCII except the colon (RFC 5322 2.2), by regex: a per-byte generator
+    was a tenth of the signer's Python time."""
+    return _FIELD_NAME.fullmatch(name) is not None
 
 
 def sign_message(message: bytes, keys: Sequence[DkimKey], *, now: float | None = None) -> bytes:
