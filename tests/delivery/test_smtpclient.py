@@ -1,6 +1,6 @@
 """The pool's SMTP client: the pure reply parser and DATA encoding (Hypothesis), and whole
-sessions against Postfix's smtp-sink (PIPELINING) and aiosmtpd peers (implicit TLS, AUTH,
-hang-ups), every failure ending as a reply value or a TransportError."""
+sessions against Postfix's smtpd and smtp-sink (PIPELINING) and aiosmtpd peers (implicit TLS,
+AUTH, hang-ups), every failure ending as a reply value or a TransportError."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from delivery.smtpclient import (
 from tests.daemon import poll
 from tests.delivery.peer import ScriptedPeer, make_test_ca
 from tests.peers.fixtures import private_dir
+from tests.peers.postfix import Postfix
 from tests.peers.smtpsink import SmtpSink
 
 MESSAGE = b"From: a@sender.test\r\nTo: b@example.org\r\nSubject: hi\r\n\r\n.leading dot\r\nbody\r\n"
@@ -206,3 +207,26 @@ async def test_silent_server_times_out() -> None:
             w.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_real_postfix_takes_pipelined_transactions(postfix: Postfix) -> None:
+    """Postfix's smtpd (PIPELINING, SIZE, SMTPUTF8): 20 pipelined transactions on one
+    connection are accepted and its log has no "improper command pipelining"; a UTF-8
+    address goes with SMTPUTF8; a message over message_size_limit is refused at MAIL by its
+    SIZE, before any content is sent, and the session stays usable."""
+    conn = await SmtpConnection.open(
+        "127.0.0.1", postfix.port, security="none", helo_name="client.test"
+    )
+    assert {"PIPELINING", "SIZE", "SMTPUTF8"} <= set(conn.extensions)
+    for i in range(20):
+        reply = await conn.transaction("ops@sender.test", f"user{i}@local.test", MESSAGE)
+        assert reply is not None and reply.code == 250, reply
+    reply = await conn.transaction("ops@sender.test", "jörg@local.test", MESSAGE)
+    assert reply is not None and reply.code == 250, reply
+    big = MESSAGE + b"x" * (52428800 + 10) + b"\r\n"
+    reply = await conn.transaction("ops@sender.test", "user@local.test", big)
+    assert reply is not None and reply.code == 552 and reply.enhanced == "5.3.4", reply
+    assert "exceeds fixed limit" in reply.text, reply  # refused at MAIL (after DATA: "too big")
+    assert conn.is_usable
+    await conn.quit()
+    assert "improper command pipelining" not in postfix.log_tail(500)
