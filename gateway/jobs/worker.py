@@ -24,6 +24,7 @@ them back at the head of their queue without counting an attempt.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -244,7 +245,14 @@ class Worker:
 
     async def _take_loop(self) -> None:
         failures = 0
+        check_stranded = False
         while not self._stopping.is_set():
+            if check_stranded:
+                try:
+                    await self._adopt_stranded()
+                    check_stranded = False
+                except (RedisError, OSError) as exc:
+                    log.warning("cannot check for stranded jobs", extra={"error": _error_text(exc)})
             total, queues, caps = self._free_slots()
             if total <= 0 or not queues:
                 self._slot_freed.clear()
@@ -265,6 +273,7 @@ class Worker:
                 failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
+                check_stranded = True  # the TAKE may have moved jobs before its reply was lost
                 delay = min(0.1 * 2**failures, 5.0)
                 log.warning(
                     "cannot take jobs; retrying",
@@ -281,6 +290,28 @@ class Worker:
                 for i in range(0, len(flat), 3)
             ]
             await self._begin(taken)
+
+    async def _adopt_stranded(self) -> None:
+        """Run the jobs in this worker's processing lists that no task of it runs.
+
+        A TAKE whose reply is lost (Redis went away just after moving the jobs) leaves them
+        in this live worker's lists, where the reaper, which only empties dead workers'
+        lists, would never look. Jobs still running here are matched by their bytes."""
+        known = collections.Counter(job.raw for job in self._in_flight.values())
+        stranded: list[tuple[str, bytes, int]] = []
+        for queue in self.queues:
+            held: list[Any] = await self.redis.lrange(
+                keys.processing_key(self.worker_id, queue), 0, -1
+            )
+            for item in held:
+                raw = item.encode() if isinstance(item, str) else bytes(item)
+                if known[raw] > 0:
+                    known[raw] -= 1
+                else:
+                    stranded.append((queue, raw, 0))
+        if stranded:
+            log.warning("running jobs stranded by a lost TAKE reply", extra={"jobs": len(stranded)})
+            await self._begin(stranded)
 
     async def _wait_for(self, event: asyncio.Event, limit_s: float | None) -> None:
         """Wait for ``event`` or a stop request, at most ``timeout`` seconds."""

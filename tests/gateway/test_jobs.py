@@ -139,6 +139,36 @@ async def test_finish_survives_an_emptied_script_cache(app: App, make_worker: An
     assert await app.redis.llen(keys.processing_key(worker.worker_id, "queue:bounce:process")) == 0
 
 
+async def test_jobs_stranded_by_a_lost_take_reply_are_adopted(app: App, make_worker: Any) -> None:
+    """A job in this live worker's processing list that no task runs (a TAKE whose reply
+    was lost) is run once by the worker's check; a job it is running is not run again."""
+    gate, started = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    async def handler(j: Job) -> str:
+        calls.append(j.id)
+        if j.id == "held":
+            started.set()
+            await gate.wait()
+        return "ok"
+
+    await app.redis.lpush("queue:bounce:process", job("held"))
+    worker = await make_worker({"bounce": handler})
+    await asyncio.wait_for(started.wait(), 10)
+    processing = keys.processing_key(worker.worker_id, "queue:bounce:process")
+    await app.redis.lpush(processing, job("lost"))  # moved by a TAKE nobody heard back from
+    await worker._adopt_stranded()
+    gate.set()
+    await worker.run_until_empty(30)
+    assert sorted(calls) == ["held", "lost"]
+    assert await app.redis.llen(processing) == 0
+    statuses = await app.db.fetch("SELECT id, status FROM jobs ORDER BY id")
+    assert [(r["id"], r["status"]) for r in statuses] == [
+        ("held", "completed"),
+        ("lost", "completed"),
+    ]
+
+
 async def test_running_row_only_for_jobs_that_run_long(app: App, make_worker: Any) -> None:
     """A job that ends within RUNNING_ROW_AFTER_S gets one row (completed, start time kept);
     a longer one shows "running" in PostgreSQL while it runs."""

@@ -79,7 +79,8 @@ async def test_redis_restarted_mid_run(
     settings: Settings, database_url: str, private_redis: EmbeddedRedis
 ) -> None:
     """Redis stops and comes back (same data, append-only file): the worker reconnects,
-    re-subscribes and finishes every job, none twice."""
+    re-subscribes and finishes every job, none twice (jobs a TAKE moved just before Redis
+    went away, its reply lost, are adopted by the worker)."""
     s = settings.model_copy(update={"stalled_timeout_s": 3.0})
     async with open_app(s, Urls(database_url, private_redis.url)) as app:
         await app.redis.lpush(
@@ -87,27 +88,29 @@ async def test_redis_restarted_mid_run(
         )
         component = WorkerComponent(app, {"email": create_handler})
         await component.start()
-        await poll(
-            lambda: app.db.fetchval("SELECT count(*) FROM jobs WHERE status='completed'"),
-            lambda n: n >= 50,
-            30,
-        )
-        await asyncio.to_thread(private_redis.stop, force=True)
-        await asyncio.sleep(0.5)
-        await asyncio.to_thread(private_redis.start)
-        client = aioredis.Redis.from_url(private_redis.url)
-        await client.lpush(
-            "queue:email:processing",
-            *[envelope(email_payload(i), id=f"r{i}") for i in range(200, 300)],
-        )
-        await client.aclose()
-        await poll(
-            lambda: app.db.fetchval("SELECT count(*) FROM jobs WHERE status='completed'"),
-            lambda n: n >= 300,
-            60,
-        )
-        assert await app.db.fetchval("SELECT count(*) FROM email_messages") == 300
-        await component.stop(asyncio.get_running_loop().time() + 5)
+        try:
+            await poll(
+                lambda: app.db.fetchval("SELECT count(*) FROM jobs WHERE status='completed'"),
+                lambda n: n >= 50,
+                30,
+            )
+            await asyncio.to_thread(private_redis.stop, force=True)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(private_redis.start)
+            client = aioredis.Redis.from_url(private_redis.url)
+            await client.lpush(
+                "queue:email:processing",
+                *[envelope(email_payload(i), id=f"r{i}") for i in range(200, 300)],
+            )
+            await client.aclose()
+            await poll(
+                lambda: app.db.fetchval("SELECT count(*) FROM jobs WHERE status='completed'"),
+                lambda n: n >= 300,
+                60,
+            )
+            assert await app.db.fetchval("SELECT count(*) FROM email_messages") == 300
+        finally:
+            await component.stop(asyncio.get_running_loop().time() + 5)
 
 
 async def test_postgres_unreachable_for_a_while(
