@@ -1,16 +1,18 @@
 """DKIM signing: dkimpy's canonicalisation, ``cryptography``'s signatures.
 
 dkimpy signs RSA in pure Python (about 6 ms per RSA-2048 signature here) and re-parses the
-PEM on every call; ``cryptography`` signs the same digest in about 0.25 ms. So a
-:class:`DkimSigner` keeps everything that decides *what* is signed in dkimpy (its RFC 5322
+PEM on every call; ``cryptography`` signs the same digest in about 0.25 ms. So this module
+keeps everything that decides *what* is signed in dkimpy (its RFC 5322
 header parser, :class:`dkim.CanonicalizationPolicy`, ``dkim.hash_headers``, ``dkim.fold``
 and the ``b=`` stripping regex, exactly as ``dkim.DKIM.sign``/``gen_header`` use them) and
 only replaces the last step, the signature of the header hash: RSASSA-PKCS1-v1_5 over the
 SHA-256 digest (``Prehashed``), or Ed25519 over the same digest (RFC 8463, which is what
 dkimpy signs too). The tests verify every signature with ``dkim.verify``.
 
-The key is parsed once, when the signer is built. Keys come from PEM files
-(``delivery_dkim_keys``) or the ``dkim_keys`` table, sealed with the process secret.
+A :class:`DkimKey` is parsed once. Keys come from PEM files (``delivery_dkim_keys``) or the
+``dkim_keys`` table, sealed with the process secret. Where the work runs: in the helper
+process of :mod:`delivery.signer` by default (:func:`sign_message_offloaded`), which calls
+:func:`signature_headers` here; on the event loop otherwise.
 """
 
 from __future__ import annotations

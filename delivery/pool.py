@@ -11,6 +11,8 @@ A reused connection the server has meanwhile closed fails at MAIL FROM, before a
 the message was sent: that one send is retried once on a fresh connection. A connection
 that breaks after DATA began is *not* retried here (the server may have the message): the
 job runtime retries it later, which is the documented duplicate window.
+
+The SMTP conversation itself is :mod:`delivery.smtpclient` (with PIPELINING when offered).
 """
 
 from __future__ import annotations
