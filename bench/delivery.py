@@ -205,6 +205,7 @@ async def bench_mailgate(
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+        cpu: dict[str, float] = {}
         async with open_app(settings, urls) as app:
             record = await seed(app, sink.port, pem, algorithm)
             await push_jobs(app, n, lambda i: f"d{i % 100}.example.org", f"{algorithm}-")
@@ -217,10 +218,12 @@ async def bench_mailgate(
                 elapsed = float(elapsed) * n / max(n - 1, 1)
             else:
                 worker = Worker(app, {"email-sending": create_handler(app)})
+                before = cpu_by_process()
                 t0 = time.perf_counter()
                 await worker.start()
                 await worker.run_until_empty(timeout_s=600)
                 elapsed = time.perf_counter() - t0
+                cpu = {k: v / n * 1000 for k, v in cpu_delta(before, cpu_by_process()).items()}
                 await worker.stop(asyncio.get_running_loop().time() + 10)
             sent = await app.db.fetchval(
                 "SELECT count(*) FROM email_deliveries WHERE status = 'sent'"
@@ -235,6 +238,7 @@ async def bench_mailgate(
         )
         return {
             "msgs_per_s": n / elapsed,
+            "cpu_ms_per_msg": {k: round(v, 3) for k, v in cpu.items()} if not processes else {},
             "sent": int(sent),
             "received": len(messages),
             "duplicates": len(messages) - len(distinct),
@@ -243,6 +247,40 @@ async def bench_mailgate(
     finally:
         sink.stop()
         shutil.rmtree(dump, ignore_errors=True)
+
+
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds so far of this process, its children (the DKIM signer) and the peers,
+    by kind, plus the whole machine's busy time, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    out: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        kind = (
+            "worker"
+            if pid == me
+            else "signer"
+            if ppid == me and comm.startswith("python")
+            else comm
+            if comm in ("postgres", "smtp-sink", "redis-server")
+            else None
+        )
+        if kind:
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    first = Path("/proc/stat").read_text().splitlines()[0].split()
+    out["machine"] = (sum(map(int, first[1:4])) + sum(map(int, first[6:9]))) / tick
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
 async def run_children(processes: int, *args: str) -> None:
@@ -368,6 +406,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             f"({b['sent']} sent, {b['received']} received, {b['dkim_verified']} verified, "
             f"{b['duplicates']} duplicates)"
         )
+        print(
+            "    CPU ms per message: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in sorted(b["cpu_ms_per_msg"].items()))
+        )
         b2 = await bench_mailgate(settings, urls, args.messages, "rsa", processes=2)
         print(
             f"(b) the same, two worker processes:          {b2['msgs_per_s']:8.0f} msg/s "
@@ -396,6 +438,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "ceiling_msgs_per_s": round(bare),
             "smtp_source_msgs_per_s": round(source),
             "ratio": round(ratio, 3),
+            "cpu_ms_per_msg": b["cpu_ms_per_msg"],
             "dkim_verified": b["dkim_verified"] + b2["dkim_verified"] + c["dkim_verified"],
             "dkim_checked": b["received"] + b2["received"] + c["received"],
             "duplicates": b["duplicates"] + b2["duplicates"] + c["duplicates"],
