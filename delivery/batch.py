@@ -54,7 +54,9 @@ class Coalescer(Generic[I, R]):
         self._pending.append((item, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain(), name=f"coalescer-{self.name}")
-        return await asyncio.shield(future)
+        # No shield needed: a cancelled submitter cancels only its own future, which the
+        # batch then skips (results go only to futures not done); the batch task runs on.
+        return await future
 
     async def _drain(self) -> None:
         try:

@@ -263,7 +263,9 @@ class Finisher:
                     outcome.row.started_at = found[1].started_at
         outcome.done = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(outcome)
-        return await asyncio.shield(outcome.done)
+        # A cancelled submitter cancels only this future; the outcome is written anyway
+        # (it is queued), and _write skips futures already done.
+        return await outcome.done
 
     async def _loop(self) -> None:
         while True:
