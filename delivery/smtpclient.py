@@ -35,6 +35,7 @@ from delivery.reply import SmtpReply
 MAX_LINE = 2048  # RFC 5321 says 512 for a reply line; real servers are looser
 MAX_LINES = 100  # lines of one multi-line reply (EHLO lists a dozen)
 MAX_BUFFER = 64 * 1024
+TRANSACTION_TIMEOUTS = 3  # a transaction's deadline, in command timeouts
 # A forward-path or reverse-path as written between < >: no controls, spaces or brackets.
 _ADDRESS = re.compile(r"[^\x00-\x20<>\x7f]{1,320}")
 _BARE_LF = re.compile(rb"(?<!\r)\n|\r(?!\n)")
@@ -206,13 +207,14 @@ class SmtpConnection:
             raise TransportError(f"connect: {type(exc).__name__}: {exc}"[:500]) from None
         conn = cls(wire, host, command_timeout_s)
         try:
+            # The greeting, EHLO, STARTTLS and AUTH together within the connect timeout.
             async with asyncio.timeout(connect_timeout_s):
                 await conn._expect(220, "greeting")
-            await conn._hello(helo_name)
-            if security == "starttls":
-                await conn._starttls(tls_context, helo_name, connect_timeout_s)
-            if username:
-                await conn._login(username, password or "")
+                await conn._hello(helo_name)
+                if security == "starttls":
+                    await conn._starttls(tls_context, helo_name, connect_timeout_s)
+                if username:
+                    await conn._login(username, password or "")
         except (OSError, TimeoutError, ssl.SSLError, ProtocolError) as exc:
             conn.close()
             raise TransportError(f"session set-up: {type(exc).__name__}: {exc}"[:500]) from None
@@ -297,23 +299,30 @@ class SmtpConnection:
         rcpt = b"RCPT TO:" + path(recipient, utf8)
         content = dot_stuffed(message)
         try:
-            if "PIPELINING" in self.extensions:
-                self._write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
-                got = await self._pipelined_replies()
-            else:
-                got = await self._stepwise_replies(mail, rcpt)
-            if got is None:
-                return None
-            if len(got) < 3:  # the server hung up after refusing: its refusal decides
-                self.close()
-                refusal = next(((c, t) for c, t in got if c not in (250, 251)), None)
-                if refusal is None:
-                    raise ConnectionResetError("the server closed the connection mid-transaction")
-                return SmtpReply.parse(*refusal)
-            return await self._finish(got[0], got[1], got[2], content)
+            # One deadline for the whole transaction (three replies to wait for at most, one
+            # command timeout each), not a timer per reply: ~4 % of the pool's loop time.
+            async with asyncio.timeout(TRANSACTION_TIMEOUTS * self.command_timeout_s):
+                return await self._transact(mail, rcpt, content)
         except (OSError, TimeoutError, ssl.SSLError, ProtocolError) as exc:
             self.close()
             raise TransportError(f"{type(exc).__name__}: {exc}"[:500]) from None
+
+    async def _transact(self, mail: bytes, rcpt: bytes, content: bytes) -> SmtpReply | None:
+        """MAIL, RCPT and DATA (pipelined when offered), then the content or the RSET."""
+        if "PIPELINING" in self.extensions:
+            self._write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
+            got = await self._pipelined_replies()
+        else:
+            got = await self._stepwise_replies(mail, rcpt)
+        if got is None:
+            return None
+        if len(got) < 3:  # the server hung up after refusing: its refusal decides
+            self.close()
+            refusal = next(((c, t) for c, t in got if c not in (250, 251)), None)
+            if refusal is None:
+                raise ConnectionResetError("the server closed the connection mid-transaction")
+            return SmtpReply.parse(*refusal)
+        return await self._finish(got[0], got[1], got[2], content)
 
     async def _pipelined_replies(self) -> list[tuple[int, str]] | None:
         """MAIL's, RCPT's and DATA's replies, fewer if the connection ends after a refusal;
@@ -391,9 +400,8 @@ class SmtpConnection:
         transport.write(data)
 
     async def _replies(self, count: int) -> list[tuple[int, str]]:
-        """The next ``count`` replies, within the command timeout."""
-        async with asyncio.timeout(self.command_timeout_s):
-            return await self._wire.take(count)
+        """The next ``count`` replies (the caller's deadline bounds the wait)."""
+        return await self._wire.take(count)
 
     async def _first_reply(self) -> list[tuple[int, str]] | None:
         """The first reply of a transaction; None when the connection was already gone

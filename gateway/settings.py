@@ -469,7 +469,8 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         le=600,
-        description="Seconds to wait for each SMTP reply, DATA included (0-600].",
+        description="The SMTP reply timeout: one transaction (MAIL, RCPT, DATA, the "
+        "content and the final reply) must finish within three of them (0-600].",
     )
     delivery_account_per_minute: int = Field(
         default=60,

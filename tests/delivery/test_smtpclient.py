@@ -230,3 +230,33 @@ async def test_real_postfix_takes_pipelined_transactions(postfix: Postfix) -> No
     assert conn.is_usable
     await conn.quit()
     assert "improper command pipelining" not in postfix.log_tail(500)
+
+
+async def test_transaction_deadline() -> None:
+    """A server that stops answering after EHLO: the transaction ends with a TransportError
+    after its deadline (three command timeouts), and the connection is closed."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def mute_after_ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        writer.write(b"220 mute.test\r\n")
+        await reader.readline()
+        writer.write(b"250-mute.test\r\n250 PIPELINING\r\n")
+        await reader.read(65536)  # the pipelined MAIL/RCPT/DATA: never answered
+
+    server = await asyncio.start_server(mute_after_ehlo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        conn = await SmtpConnection.open(
+            "127.0.0.1", port, security="none", helo_name="me", command_timeout_s=0.1
+        )
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TransportError, match="TimeoutError"):
+            await conn.transaction("ops@sender.test", "r@example.org", MESSAGE)
+        assert 0.25 <= asyncio.get_running_loop().time() - started < 2
+        assert not conn.is_usable
+    finally:
+        for w in writers:
+            w.close()
+        server.close()
+        await server.wait_closed()
