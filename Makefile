@@ -20,6 +20,9 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 	$(BIN)/pip install -q -e '.[embedded,test]'
+	@# flanker writes its parse tables on first import: do it now, before anything runs
+	@# concurrently (see gateway/flankerlib.py).
+	$(BIN)/python -m gateway.flankerlib
 
 run: venv
 	$(BIN)/mailgate run
