@@ -171,7 +171,6 @@ class SmtpConnection:
         self.host = host
         self.command_timeout_s = command_timeout_s
         self.extensions: dict[str, str] = {}
-        self.transactions = 0
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -285,7 +284,6 @@ class SmtpConnection:
         Raises :class:`TransportError` for a break after that, or ``ValueError`` for an
         address that cannot be written into a command.
         """
-        self.transactions += 1
         utf8 = not (sender.isascii() and recipient.isascii())
         if utf8 and "SMTPUTF8" not in self.extensions:
             raise ValueError("a non-ASCII address and the server does not offer SMTPUTF8")
@@ -297,17 +295,16 @@ class SmtpConnection:
         if utf8:
             mail += b" SMTPUTF8"
         rcpt = b"RCPT TO:" + path(recipient, utf8)
-        content = dot_stuffed(message)
         try:
             # One deadline for the whole transaction (three replies to wait for at most, one
             # command timeout each), not a timer per reply: ~4 % of the pool's loop time.
             async with asyncio.timeout(TRANSACTION_TIMEOUTS * self.command_timeout_s):
-                return await self._transact(mail, rcpt, content)
+                return await self._transact(mail, rcpt, message)
         except (OSError, TimeoutError, ssl.SSLError, ProtocolError) as exc:
             self.close()
             raise TransportError(f"{type(exc).__name__}: {exc}"[:500]) from None
 
-    async def _transact(self, mail: bytes, rcpt: bytes, content: bytes) -> SmtpReply | None:
+    async def _transact(self, mail: bytes, rcpt: bytes, message: bytes) -> SmtpReply | None:
         """MAIL, RCPT and DATA (pipelined when offered), then the content or the RSET."""
         if "PIPELINING" in self.extensions:
             self._write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
@@ -322,7 +319,7 @@ class SmtpConnection:
             if refusal is None:
                 raise ConnectionResetError("the server closed the connection mid-transaction")
             return SmtpReply.parse(*refusal)
-        return await self._finish(got[0], got[1], got[2], content)
+        return await self._finish(got[0], got[1], got[2], message)
 
     async def _pipelined_replies(self) -> list[tuple[int, str]] | None:
         """MAIL's, RCPT's and DATA's replies, fewer if the connection ends after a refusal;
@@ -330,7 +327,7 @@ class SmtpConnection:
         got: list[tuple[int, str]] = []
         for _ in range(3):
             try:
-                reply = await (self._replies(1) if got else self._first_reply())
+                reply = await (self._wire.take(1) if got else self._first_reply())
             except ConnectionError:
                 if any(code not in (250, 251) for code, _ in got):
                     return got
@@ -363,7 +360,7 @@ class SmtpConnection:
         mail: tuple[int, str],
         rcpt: tuple[int, str],
         data: tuple[int, str],
-        content: bytes,
+        message: bytes,
     ) -> SmtpReply:
         refusal = None
         if mail[0] != 250:
@@ -374,10 +371,10 @@ class SmtpConnection:
             if refusal is not None:
                 # RFC 2920 3.1: DATA accepted although nobody may receive: send no content.
                 self._write(b".\r\n")
-                await self._replies(1)
+                await self._wire.take(1)
             else:
-                self._write(content)
-                code, text = (await self._replies(1))[0]
+                self._write(dot_stuffed(message))  # only once the server said 354
+                code, text = (await self._wire.take(1))[0]
                 return SmtpReply.parse(code, text)
         elif refusal is None:
             refusal = data
@@ -399,27 +396,21 @@ class SmtpConnection:
             raise ConnectionResetError("the connection is closed")
         transport.write(data)
 
-    async def _replies(self, count: int) -> list[tuple[int, str]]:
-        """The next ``count`` replies (the caller's deadline bounds the wait)."""
-        return await self._wire.take(count)
-
     async def _first_reply(self) -> list[tuple[int, str]] | None:
         """The first reply of a transaction; None when the connection was already gone
         before it (a pooled session the server closed meanwhile)."""
         try:
-            return await self._replies(1)
+            return await self._wire.take(1)
         except ConnectionError:
-            if self._wire.replies:
-                raise
             self.close()
             return None
 
     async def _command(self, line: bytes) -> tuple[int, str]:
         self._write(line + b"\r\n")
-        return (await self._replies(1))[0]
+        return (await self._wire.take(1))[0]
 
     async def _expect(self, code: int, what: str) -> None:
-        got, text = (await self._replies(1))[0]
+        got, text = (await self._wire.take(1))[0]
         if got != code:
             raise TransportError(f"{what}: {SmtpReply.parse(got, text)}")
 
