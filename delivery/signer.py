@@ -114,8 +114,8 @@ def parse_results(body: bytes) -> list[tuple[int, bytes]]:
 
 
 class SignerProcess:
-    """Signs RSA digests in a child process; requests made during one loop iteration share
-    one frame. Keys are registered with the child the first time they are used."""
+    """DKIM-signs messages in a child process; requests made during one loop iteration share
+    frames (16 per frame). Keys are registered with the child the first time they are used."""
 
     def __init__(self, *, start_timeout_s: float = 15.0):
         self.start_timeout_s = start_timeout_s
@@ -166,15 +166,21 @@ class SignerProcess:
             asyncio.get_running_loop().call_soon(self._flush)
         return await future
 
+    @property
+    def _alive(self) -> bool:
+        """A child runs and its answers are being read."""
+        proc = self._proc
+        return proc is not None and proc.returncode is None and self._reader is not None
+
     async def _running(self) -> asyncio.subprocess.Process:
         if self._closed:
             raise SignerError("the DKIM signer is closed")
-        if self._proc is not None and self._proc.returncode is None and self._reader is not None:
+        if self._alive and self._proc is not None:
             return self._proc
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._proc is None or self._proc.returncode is not None or self._reader is None:
+            if not self._alive:
                 await self._start()
             assert self._proc is not None
             return self._proc
@@ -206,7 +212,7 @@ class SignerProcess:
         while self._queued:
             batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
             futures = [f for *_, f in batch]
-            if proc is None or proc.returncode is not None or self._reader is None:
+            if proc is None or not self._alive:
                 # (no reader: nobody would ever answer these; the next sign() restarts it)
                 _fail(futures, SignerError("the DKIM signer is not running"))
                 continue
