@@ -97,9 +97,9 @@ FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::float
 """
 
 
-def columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Row tuples as one list per column (the unnest statements' arguments)."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+def columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Row tuples (at least one) as one list per column: the unnest statements' arguments."""
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -332,11 +332,9 @@ class Finisher:
         try:
             async with self._db.acquire() as conn, conn.transaction():
                 if rows:
-                    await conn.execute(UPSERT_JOBS, *columns([r.args() for r in rows], 14))
+                    await conn.execute(UPSERT_JOBS, *columns([r.args() for r in rows]))
                 if executions:
-                    await conn.execute(
-                        INSERT_EXECUTIONS, *columns([e.args() for e in executions], 7)
-                    )
+                    await conn.execute(INSERT_EXECUTIONS, *columns([e.args() for e in executions]))
         except asyncpg.PostgresError as exc:
             if is_transient(exc):
                 raise
