@@ -37,19 +37,35 @@ def _mailgate() -> list[str]:
     return [script] if script else [sys.executable, "-m", "gateway.cli"]
 
 
-async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> float:
+async def _wait_for(
+    port: int, path: str, proc: subprocess.Popen[bytes], timeout_s: float
+) -> float:
+    """Seconds until ``path`` answers 200; fails if the process exits or time runs out."""
     t0 = time.monotonic()
+    last = "no answer"
     async with aiohttp.ClientSession() as http:
         while time.monotonic() - t0 < timeout_s:
             assert proc.poll() is None, "mailgate run exited early"
             try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                async with http.get(f"http://127.0.0.1:{port}{path}") as r:
                     if r.status == 200:
                         return time.monotonic() - t0
-            except aiohttp.ClientError:
-                pass
+                    last = f"{r.status} {await r.text()}"
+            except aiohttp.ClientError as exc:
+                last = repr(exc)
             await asyncio.sleep(0.1)
-    raise AssertionError(f"/healthz not 200 within {timeout_s} s")
+    raise AssertionError(f"{path} not 200 within {timeout_s} s: {last}")
+
+
+async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> float:
+    return await _wait_for(port, "/healthz", proc, timeout_s)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Reap a process a failed assertion left running (no zombie, no Popen warning)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
 
 
 def _server_processes(data_dir: Path) -> list[str]:
@@ -83,8 +99,9 @@ async def _run_twice(
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
                 metrics = await r.text()
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                assert r.status == 200, await r.text()
+        # Ready follows live: /healthz answers while components still start (the worker
+        # last, after the job handlers' helpers), /readyz once all of them run.
+        assert await _wait_for(port, "/readyz", proc, 30) < 30
         for name in ("jobs_completed_total", "jobs_failed_total", "job_duration_seconds"):
             assert name in metrics
         # Leave a mark in the embedded database.
@@ -94,8 +111,7 @@ async def _run_twice(
         await conn.close()
         assert await _stop(proc) < 35
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _kill(proc)
     log_text = (tmp_path / "run.log").read_text()
     assert "embedded PostgreSQL started" in log_text and "embedded Redis started" in log_text
     assert _server_processes(data_dir) == []
@@ -108,8 +124,7 @@ async def _run_twice(
         await conn.close()
         await _stop(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _kill(proc)
     assert _server_processes(data_dir) == []
 
 
