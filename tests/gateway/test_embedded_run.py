@@ -96,9 +96,11 @@ async def _run_twice(
     proc = subprocess.Popen([*_mailgate(), "run"], env=env, stdout=log_file, stderr=log_file)
     try:
         assert await _wait_healthy(port, proc, 60) < 60
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
-                metrics = await r.text()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as r,
+        ):
+            metrics = await r.text()
         # Ready follows live: /healthz answers while components still start (the worker
         # last, after the job handlers' helpers), /readyz once all of them run.
         assert await _wait_for(port, "/readyz", proc, 30) < 30
