@@ -137,36 +137,47 @@ end
 return out
 """
 
-# FINISH: end a job's hold: remove it from the processing list, then one of
+# FINISH: end the hold of a batch of jobs (one call per batch: a pipeline of one call per
+# job cost the worker a reply parse per job). For each job: remove it from its processing
+# list, then one of
 #   "complete": nothing more;  "retry": ZADD to the delayed set;  "dead": LPUSH dead letter;
 #   "release":  RPUSH back to the head of its queue (taken next; no attempt counted).
 # and write the tracking hash fields, with a TTL when the job has ended.
-#   KEYS[1]: processing list   KEYS[2]: job hash (or "" for a malformed job)
-#   KEYS[3]: target (queue:delayed / queue:dead / the source queue; "" for complete)
-#   ARGV[1]: raw job   ARGV[2]: action   ARGV[3]: payload for the target (member / dead
-#   letter / raw)   ARGV[4]: score (retry only)   ARGV[5]: hash TTL seconds (0 = none)
-#   ARGV[6..]: field, value pairs for the hash
-# Returns 1 if the job was still held (0: someone else already finished or reaped it, and
-# nothing was changed: no duplicate retry or dead letter).
+#   ARGV: per job, 9 + n items: processing list, job hash (or "" for a malformed job),
+#   target (queue:delayed / queue:dead / the source queue; "" for complete), raw job, action,
+#   payload for the target (member / dead letter / raw), score (retry only), hash TTL seconds
+#   (0 = none), n, then n items: field, value pairs for the hash.
+# The keys are computed by the worker, as TAKE's are: single-instance Redis only.
+# Returns one integer per job, in order: 1 if the job was still held, 0 if someone else had
+# already finished or reaped it (and nothing was changed for it: no duplicate retry or dead
+# letter).
 FINISH = """
-local removed = redis.call('LREM', KEYS[1], -1, ARGV[1])
-if removed == 0 then return 0 end
-local action = ARGV[2]
-if action == 'retry' then
-  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[3])
-elseif action == 'dead' then
-  redis.call('LPUSH', KEYS[3], ARGV[3])
-elseif action == 'release' then
-  redis.call('RPUSH', KEYS[3], ARGV[3])
+local out = {}
+local i = 1
+while i <= #ARGV do
+  local proc, hash, target, raw = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local action, value, score = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local ttl, n = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
+  local first = i + 9
+  i = first + n
+  if redis.call('LREM', proc, -1, raw) == 0 then
+    out[#out + 1] = 0
+  else
+    if action == 'retry' then
+      redis.call('ZADD', target, tonumber(score), value)
+    elseif action == 'dead' then
+      redis.call('LPUSH', target, value)
+    elseif action == 'release' then
+      redis.call('RPUSH', target, value)
+    end
+    if hash ~= '' and n > 0 then
+      redis.call('HSET', hash, unpack(ARGV, first, first + n - 1))
+      if ttl > 0 then redis.call('EXPIRE', hash, ttl) else redis.call('PERSIST', hash) end
+    end
+    out[#out + 1] = 1
+  end
 end
-if KEYS[2] ~= '' and #ARGV > 6 then
-  local fields = {}
-  for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
-  redis.call('HSET', KEYS[2], unpack(fields))
-  local ttl = tonumber(ARGV[5])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) else redis.call('PERSIST', KEYS[2]) end
-end
-return 1
+return out
 """
 
 # PROMOTE: move due members of the delayed set to the head of their queue.

@@ -3,8 +3,8 @@
 Every end of a job's hold (completed, retry scheduled, dead-lettered, released at shutdown)
 is an :class:`Outcome`. The :class:`Finisher` collects outcomes for a few milliseconds,
 writes their ``jobs`` upserts and ``job_executions`` rows in one transaction, and only then
-runs the Redis FINISH script for each (one pipelined round trip), which removes the job from
-the worker's processing list. So a job Redis reports ``completed`` is completed in
+runs the Redis FINISH script once for the batch, which removes each job from the worker's
+processing list. So a job Redis reports ``completed`` is completed in
 PostgreSQL too; a crash between the two leaves the job in the processing list, the reaper
 returns it, and it runs again (handlers are idempotent; the ``jobs`` upsert is too).
 
@@ -187,14 +187,23 @@ class Outcome:
     execution: Execution | None = None
     done: asyncio.Future[bool] | None = None
 
-    def script_args(self) -> tuple[list[str], list[Any]]:
-        flat: list[Any] = []
-        for k, v in self.fields.items():
-            flat.extend((k, v))
-        return (
-            [self.processing_key, self.job_hash, self.target],
-            [self.raw, self.action, self.target_value, self.score, self.ttl_s, *flat],
+    def script_args(self, out: list[Any]) -> None:
+        """Append this job's group of FINISH arguments (see :data:`keys.FINISH`)."""
+        out.extend(
+            (
+                self.processing_key,
+                self.job_hash,
+                self.target,
+                self.raw,
+                self.action,
+                self.target_value,
+                self.score,
+                self.ttl_s,
+                2 * len(self.fields),
+            )
         )
+        for item in self.fields.items():
+            out.extend(item)
 
 
 class Finisher:
@@ -365,18 +374,21 @@ class Finisher:
     async def _write_redis(self, outcomes: list[Outcome]) -> list[Any]:
         if not outcomes:
             return []
-        # EVALSHA directly: a pipeline holding Script objects asks SCRIPT EXISTS first on
-        # every execute (one more round trip per batch). After a Redis restart the script
-        # cache is empty, every EVALSHA of the batch fails alike, and the batch is re-sent.
+        # One EVALSHA for the batch. Not a Script object: that asks SCRIPT EXISTS first on
+        # every call (one more round trip). After a Redis restart the script cache is empty:
+        # load it and send the batch again (nothing of it ran).
+        args: list[Any] = []
+        for outcome in outcomes:
+            outcome.script_args(args)
         for _ in range(2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for outcome in outcomes:
-                    k, a = outcome.script_args()
-                    pipe.evalsha(self._finish.sha, len(k), *k, *a)
-                try:
-                    return list(await pipe.execute())
-                except NoScriptError:
-                    await self._redis.script_load(keys.FINISH)
+            try:
+                held = await self._redis.evalsha(self._finish.sha, 0, *args)
+            except NoScriptError:
+                await self._redis.script_load(keys.FINISH)
+                continue
+            if not isinstance(held, list) or len(held) != len(outcomes):
+                raise RedisError(f"FINISH answered {str(held)[:100]} for {len(outcomes)} jobs")
+            return held
         raise RedisError("FINISH script missing right after loading it")
 
 
