@@ -44,6 +44,7 @@ from delivery.dkimsign import DkimKey
 from delivery.jobs import create_handler
 from delivery.service import close_sender
 from gateway.app import App, Urls, open_app
+from gateway.daemon import settle_heap
 from gateway.embedded import EmbeddedServers
 from gateway.jobs.envelope import new_job
 from gateway.jobs.worker import Worker
@@ -187,16 +188,19 @@ def split_dump(folder: Path) -> list[bytes]:
     return out
 
 
+def dump_parent() -> str:
+    """Where the sink keeps its copy of every message (for the DKIM check): memory (tmpfs)
+    where there is one. On this machine's ext4 its appends cost smtp-sink 0.06-0.18 ms a
+    message, varying run to run, on the cores the system under test needs."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+
+
 async def bench_mailgate(
     settings: Settings, urls: Urls, n: int, algorithm: str, processes: int = 0
 ) -> dict[str, Any]:
     """``processes`` 0: one Worker on this loop, timed from start to the empty queue; N:
     N worker processes (N mailgate instances), timed by the first and last ``sent_at``."""
-    # The sink's copy of every message, kept for the DKIM check, goes to memory (tmpfs)
-    # where there is one: on this machine's ext4 its appends cost smtp-sink 0.06-0.18 ms a
-    # message, varying run to run, on the cores the system under test needs.
-    shm = Path("/dev/shm")
-    dump = Path(tempfile.mkdtemp(prefix="mailgate-dump-", dir=shm if shm.is_dir() else "/tmp"))
+    dump = Path(tempfile.mkdtemp(prefix="mailgate-dump-", dir=dump_parent()))
     dump.chmod(0o755)  # noqa: ASYNC240 - set-up before timing
     sink = smtp_sink(dump_dir=dump / "d")
     try:
@@ -225,6 +229,7 @@ async def bench_mailgate(
                 before = cpu_by_process()
                 t0 = time.perf_counter()
                 await worker.start()
+                settle_heap()  # as the daemon does once its components run
                 await worker.run_until_empty(timeout_s=600)
                 elapsed = time.perf_counter() - t0
                 cpu = {k: v / n * 1000 for k, v in cpu_delta(before, cpu_by_process()).items()}
@@ -309,6 +314,7 @@ async def drain_child(db_url: str, redis_url: str, tmp: str) -> None:
     async with open_app(settings, Urls(db_url, redis_url)) as app:
         worker = Worker(app, {"email-sending": create_handler(app)})
         await worker.start()
+        settle_heap()
         await worker.run_until_empty(timeout_s=600)
         await worker.stop(asyncio.get_running_loop().time() + 10)
         await close_sender(app)
@@ -322,6 +328,7 @@ async def child(db_url: str, redis_url: str, seconds: float, tmp: str) -> None:
     async with open_app(settings, Urls(db_url, redis_url)) as app:
         worker = Worker(app, {"email-sending": create_handler(app)})
         await worker.start()
+        settle_heap()
         await asyncio.sleep(seconds)
         await worker.stop(asyncio.get_running_loop().time() + 5)
         await close_sender(app)

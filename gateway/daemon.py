@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from importlib.metadata import PackageNotFoundError, version
@@ -26,6 +27,27 @@ from gateway.storage import connect, migrate
 from gateway.systemd import Notifier
 
 log = logging.getLogger(__name__)
+
+
+# Young-generation threshold once running (CPython's default is 700): a job allocates a few
+# hundred container objects, nearly all freed by reference counting, so at 700 the young
+# collection ran every job or two, each time walking the state of every job in flight.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once started: freeze what start-up built out of the cyclic collector and collect the
+    young generation less often.
+
+    Modules, settings, pools and compiled templates live as long as the process; frozen,
+    they are no longer walked by every full collection. Measured with ``bench/delivery.py``
+    (b): the worker's CPU per message 0.39-0.40 ms before, 0.375 frozen, 0.36-0.37 frozen
+    with this threshold. The older generations keep CPython's thresholds (10 young
+    collections each); cycles are still collected, only less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 def mailgate_version() -> str:
@@ -121,6 +143,7 @@ class Daemon:
         watchdog = asyncio.create_task(self._watchdog(), name="systemd-watchdog")
         try:
             await self._start_components(app)
+            settle_heap()
             self.notifier.ready(f"{len(self.components)} components running")
             self.started.set()
             log.info(

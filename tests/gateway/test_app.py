@@ -38,9 +38,7 @@ def test_c_packer_keeps_the_connection_kind() -> None:
 
 async def test_the_app_client_round_trips(app: App) -> None:
     """Through the app's client: values, a script's arguments and a two-word command."""
-    assert app.redis.connection_pool.connection_class.pack_command is not (
-        Connection.pack_command
-    )
+    assert app.redis.connection_pool.connection_class.pack_command is not (Connection.pack_command)
     await app.redis.set("packer:k", "é" * 10)
     assert (await app.redis.get("packer:k")).decode() == "é" * 10
     got = await app.redis.eval("return {ARGV[1], ARGV[2], ARGV[3]}", 0, b"\x00\xff", 7, 2.5)

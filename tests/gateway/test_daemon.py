@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from gateway.app import App
 from gateway.components import Component, ComponentError, select
-from gateway.daemon import Daemon
+from gateway.daemon import GC_YOUNG_THRESHOLD, Daemon
 from gateway.settings import Settings
 from gateway.systemd import Notifier
 
@@ -89,6 +90,21 @@ async def test_http_endpoints(settings: Settings) -> None:
                 text = await r.text()
     for name in ("jobs_completed_total", "jobs_failed_total", "job_duration_seconds"):
         assert f"# TYPE {name.removesuffix('_total')}" in text or f"# TYPE {name}" in text
+
+
+async def test_start_up_heap_is_frozen_out_of_the_collector(settings: Settings) -> None:
+    """Once the components run, what start-up built is frozen and young collections are
+    rarer (see settle_heap); restored afterwards for the rest of this test process."""
+    before = gc.get_threshold()
+    gc.unfreeze()
+    daemon = Daemon(settings, factories={"a": lambda app: SlowComponent("a", 0, [])})
+    try:
+        async with running(daemon):
+            assert gc.get_freeze_count() > 1000
+            assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 async def test_components_drain_within_the_grace_period(settings: Settings) -> None:
