@@ -55,14 +55,14 @@ def _mailbox(name: str | None, address: str) -> str:
 
 def _part(content_type: str, body: str) -> bytes:
     """A MIME part: 7bit when ASCII with short lines, else quoted-printable UTF-8."""
-    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    if body.isascii() and all(len(line) <= MAX_LINE for line in lines):
-        encoded = "\r\n".join(lines).encode()
+    if "\r" in body:
+        body = body.replace("\r\n", "\n").replace("\r", "\n")
+    raw = body.encode()
+    if body.isascii() and max(map(len, raw.split(b"\n"))) <= MAX_LINE:
+        encoded = raw.replace(b"\n", b"\r\n")
         cte = "7bit"
     else:
-        encoded = quopri.encodestring("\n".join(lines).encode(), quotetabs=False).replace(
-            b"\n", b"\r\n"
-        )
+        encoded = quopri.encodestring(raw, quotetabs=False).replace(b"\n", b"\r\n")
         cte = "quoted-printable"
     head = (
         f"Content-Type: {content_type}; charset=utf-8\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
