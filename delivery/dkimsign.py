@@ -153,7 +153,7 @@ class DkimKey:
         return f"v=DKIM1; k={k}; p={self.public_txt}".encode()
 
 
-def _signed_header_list(present: Sequence[bytes]) -> list[bytes]:
+def signed_header_list(present: Sequence[bytes]) -> list[bytes]:
     names = [n.lower() for n in present]
     chosen = [n for n in names if n in SIGNED_HEADERS]
     extra = [n for n in dict.fromkeys(chosen) if n in OVERSIGNED]
@@ -247,7 +247,7 @@ class _Pending:
 
 def _prepare(message: bytes, keys: Sequence[DkimKey], now: float | None) -> list[_Pending]:
     headers, body = split_headers(message)
-    include = _signed_header_list([name for name, _ in headers])
+    include = signed_header_list([name for name, _ in headers])
     if b"from" not in include:
         raise DkimKeyError("a message without a From header cannot be DKIM-signed")
     wanted = frozenset(include)
