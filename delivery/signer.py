@@ -1,6 +1,6 @@
 """DKIM signing in a helper process, batched over a pipe.
 
-Canonicalising the signed headers (dkimpy, pure Python, ~0.07 ms) and an RSA-2048 signature
+Canonicalising the signed headers (dkimpy, pure Python, ~0.05 ms) and an RSA-2048 signature
 (~0.26 ms) were the largest CPU costs of a send on the event loop. Where they run, measured
 with ``bench/delivery.py`` part (b) on this 2-core machine (see ``bench/README.md``): RSA on
 the event loop 1,152 msg/s; on a two-thread pool 1,086 msg/s (the GIL hand-off after every
