@@ -8,7 +8,10 @@ end with DKIM, then three worker processes under a per-domain limit.
     connections as mailgate's pool, no DKIM, queue or database (the library);
 (b) mailgate: N email-sending jobs LPUSHed, one real Worker with the delivery handler,
     real PostgreSQL and Redis (embedded, temp dir), RSA-2048 DKIM; the sink dumps every
-    message, and each is DKIM-verified with dkimpy against the public key;
+    message, and each is DKIM-verified with dkimpy against the public key. Timed from the
+    worker's start to the empty queue, with the DKIM signer process already up as in a
+    running daemon (its start, ~0.2 s of interpreter and imports, is also reported counted
+    in: ``cold_start_msgs_per_s``);
     the same again with two worker processes (two mailgate instances on this host), timed
     from the first to the last ``sent_at``, reported beside (b), not instead of it;
 (c) the same with Ed25519 (one process);
@@ -42,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from delivery.dkimsign import DkimKey
 from delivery.jobs import create_handler
-from delivery.service import close_sender
+from delivery.service import close_sender, sender_for
 from gateway.app import App, Urls, open_app
 from gateway.daemon import settle_heap
 from gateway.embedded import EmbeddedServers
@@ -214,6 +217,7 @@ async def bench_mailgate(
             serialization.NoEncryption(),
         )
         cpu: dict[str, float] = {}
+        helpers_s = 0.0
         async with open_app(settings, urls) as app:
             record = await seed(app, sink.port, pem, algorithm)
             await push_jobs(app, n, lambda i: f"d{i % 100}.example.org", f"{algorithm}-")
@@ -226,6 +230,11 @@ async def bench_mailgate(
                 elapsed = float(elapsed) * n / max(n - 1, 1)
             else:
                 worker = Worker(app, {"email-sending": create_handler(app)})
+                # A running daemon has its DKIM signer process up: its start (an interpreter
+                # and its imports, ~0.2 s) is start-up, not sending. Reported apart.
+                t_start = time.perf_counter()
+                await sender_for(app).helpers_started()
+                helpers_s = time.perf_counter() - t_start
                 before = cpu_by_process()
                 t0 = time.perf_counter()
                 await worker.start()
@@ -247,6 +256,8 @@ async def bench_mailgate(
         )
         return {
             "msgs_per_s": n / elapsed,
+            # with the signer's start counted too, as for a daemon started onto a backlog
+            "cold_msgs_per_s": n / (elapsed + helpers_s),
             "cpu_ms_per_msg": {k: round(v, 3) for k, v in cpu.items()} if not processes else {},
             "sent": int(sent),
             "received": len(messages),
@@ -415,7 +426,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"(b) mailgate end to end, RSA-2048 DKIM:       {b['msgs_per_s']:8.0f} msg/s "
             f"({b['sent']} sent, {b['received']} received, {b['dkim_verified']} verified, "
-            f"{b['duplicates']} duplicates)"
+            f"{b['duplicates']} duplicates); {b['cold_msgs_per_s']:.0f} msg/s counting the "
+            "signer process's start"
         )
         print(
             "    CPU ms per message: "
@@ -443,6 +455,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "messages": args.messages,
             "msgs_per_s": round(b["msgs_per_s"]),
+            "cold_start_msgs_per_s": round(b["cold_msgs_per_s"]),
             "two_process_msgs_per_s": round(b2["msgs_per_s"]),
             "two_process_ratio": round(b2["msgs_per_s"] / bare, 3),
             "ed25519_msgs_per_s": round(c["msgs_per_s"]),

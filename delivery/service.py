@@ -489,6 +489,11 @@ class Sender:
         if self._signer is not None:
             self._signer.prestart()
 
+    async def helpers_started(self) -> None:
+        """Wait for what :meth:`start_helpers` began (a failed start is retried on use)."""
+        if self._signer is not None:
+            await self._signer.started()
+
     async def aclose(self) -> None:
         await self.pool.close()
         if self._signer is not None:

@@ -18,6 +18,9 @@ big-endian length and a body:
 * ``R`` + n x (status (u8) + length (u32) + bytes): status 0 the header lines, 1 an error
   text (temporary), 2 a message that cannot be signed (:class:`DkimKeyError`, permanent).
 
+The child's first frame is an empty ``R``, written once its imports are done: a start ends
+when the child can sign (~0.2 s here), and a child that cannot start is an error there.
+
 The child ignores SIGINT and SIGTERM (a service manager signals the whole group; the daemon
 drains its sends first and then closes the pipe) and exits when its input ends, which also
 happens when the daemon dies. A child that dies fails the signatures it held with
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 16  # per frame: the child answers a frame whole, so a small one keeps latency low
 MAX_FRAME = 64 * 1024 * 1024
+HELLO = b"R"  # the child's first frame, once it is ready: an answer to nothing
 _TIME_LEN = struct.Struct(">dI")
 
 
@@ -117,8 +121,9 @@ class SignerProcess:
     """DKIM-signs messages in a child process; requests made during one loop iteration share
     frames (16 per frame). Keys are registered with the child the first time they are used."""
 
-    def __init__(self, *, start_timeout_s: float = 15.0):
+    def __init__(self, *, start_timeout_s: float = 15.0, argv: Sequence[str] | None = None):
         self.start_timeout_s = start_timeout_s
+        self.argv = list(argv) if argv else [sys.executable, "-m", "delivery.signer"]
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
@@ -138,6 +143,12 @@ class SignerProcess:
         except RuntimeError:
             return
         self._prestart = loop.create_task(self._start_quietly(), name="dkim-signer-start")
+
+    async def started(self) -> None:
+        """Wait for :meth:`prestart`'s start (the child ready to sign), if one was asked
+        for."""
+        if self._prestart is not None:
+            await asyncio.shield(self._prestart)
 
     async def _start_quietly(self) -> None:
         try:
@@ -186,17 +197,29 @@ class SignerProcess:
             return self._proc
 
     async def _start(self) -> None:
+        proc: asyncio.subprocess.Process | None = None
         try:
             async with asyncio.timeout(self.start_timeout_s):
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "delivery.signer",
+                    *self.argv,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                 )
-        except (OSError, TimeoutError) as exc:
-            raise SignerError(f"cannot start the DKIM signer: {exc}") from None
+                # The child says hello (an empty R frame) once its imports are done: a
+                # start is over when the child can sign, and one that fails is seen here.
+                assert proc.stdout is not None
+                head = await proc.stdout.readexactly(4)
+                hello = await proc.stdout.readexactly(min(int.from_bytes(head, "big"), 64))
+                if hello != HELLO:
+                    raise OSError(f"it said {hello[:20]!r} instead of hello")
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            if proc is not None:
+                await _reap(proc)
+            if isinstance(exc, asyncio.IncompleteReadError):
+                why = "it exited during start-up"
+            else:
+                why = str(exc) or f"no answer within {self.start_timeout_s:g} s"
+            raise SignerError(f"cannot start the DKIM signer: {why}") from None
         self._proc = proc
         self._keys = {}  # a new child knows no keys
         self.starts += 1
@@ -292,6 +315,16 @@ class SignerProcess:
                 await self._reader
 
 
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """End a child that did not start: kill it, close its input, wait for it."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    if proc.stdin is not None:
+        proc.stdin.close()
+    await proc.wait()
+
+
 def _fail(futures: list[asyncio.Future[bytes]], exc: SignerError) -> None:
     for future in futures:
         if not future.done():
@@ -332,6 +365,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.stdout.buffer.write(frame(HELLO))
+    sys.stdout.buffer.flush()
     serve(sys.stdin.buffer, sys.stdout.buffer)
 
 

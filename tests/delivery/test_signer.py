@@ -8,6 +8,7 @@ import asyncio
 import io
 import os
 import signal
+import sys
 
 import dkim
 import pytest
@@ -131,3 +132,24 @@ async def test_close_ends_the_child_and_refuses_more() -> None:
     assert proc.returncode is not None
     with pytest.raises(SignerError, match="closed"):
         await signer.sign(ks, message(1), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["-c", "import sys; sys.exit(3)"], "it exited during start-up"),
+        (["-c", "import sys; sys.stdout.write('\\0\\0\\0\\2hi'); sys.stdout.flush()"], "hi"),
+        (["-c", "import time; time.sleep(30)"], "no answer within 3 s"),
+    ],
+)
+async def test_a_child_that_cannot_start_is_a_clear_error(argv: list[str], said: str) -> None:
+    """The start ends with the child's hello; no hello is a SignerError naming why, the
+    child is gone, and the next signature tries again."""
+    ks = keys()
+    signer = SignerProcess(argv=[sys.executable, *argv], start_timeout_s=3)
+    with pytest.raises(SignerError, match=f"cannot start the DKIM signer: .*{said}"):
+        await signer.sign(ks, message(1), 1000.0)
+    assert signer.starts == 0 and signer._proc is None
+    signer.argv = SignerProcess().argv
+    assert verified(await signer.sign(ks, message(2), 1000.0) + message(2), ks)
+    await signer.aclose()
