@@ -59,7 +59,8 @@ def with_c_packer(connection_class: type[AsyncConnection]) -> type[AsyncConnecti
     redis-py's synchronous client packs with hiredis when it is installed; its asyncio
     client packs in Python, one join per argument. That was ~3 % of a delivery worker's
     loop (the FINISH script carries a dozen arguments per job), for the same bytes (tested).
-    Values redis-py would refuse (None, bool, ...) are still refused, as TypeError."""
+    What hiredis does not take (a memoryview; None, bool, ... which redis-py refuses with
+    DataError) goes to redis-py's own packer, so behaviour is redis-py's."""
     packed = _PACKED.get(connection_class)
     if packed is None:
 
@@ -67,10 +68,15 @@ def with_c_packer(connection_class: type[AsyncConnection]) -> type[AsyncConnecti
             # As redis-py does: "CONFIG GET" given as one name goes out as two arguments.
             head = args[0]
             if isinstance(head, str):
-                args = (*head.encode().split(), *args[1:])
+                split = (*head.encode().split(), *args[1:])
             elif b" " in head:
-                args = (*head.split(), *args[1:])
-            return [hiredis.pack_command(args)]
+                split = (*head.split(), *args[1:])
+            else:
+                split = args
+            try:
+                return [hiredis.pack_command(split)]
+            except TypeError:
+                return connection_class.pack_command(self, *args)
 
         packed = _PACKED[connection_class] = type(
             connection_class.__name__, (connection_class,), {"pack_command": pack_command}
