@@ -19,7 +19,7 @@ big-endian length and a body:
   text (temporary), 2 a message that cannot be signed (:class:`DkimKeyError`, permanent).
 
 The child's first frame is an empty ``R``, written once its imports are done: a start ends
-when the child can sign (~0.2 s here), and a child that cannot start is an error there.
+when the child can sign (~0.1 s here), and a child that cannot start is an error there.
 
 The child ignores SIGINT and SIGTERM (a service manager signals the whole group; the daemon
 drains its sends first and then closes the pipe) and exits when its input ends, which also
@@ -220,6 +220,11 @@ class SignerProcess:
             else:
                 why = str(exc) or f"no answer within {self.start_timeout_s:g} s"
             raise SignerError(f"cannot start the DKIM signer: {why}") from None
+        except BaseException:  # cancelled while the child starts: it must not outlive us
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            raise
         self._proc = proc
         self._keys = {}  # a new child knows no keys
         self.starts += 1
