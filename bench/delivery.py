@@ -10,7 +10,7 @@ end with DKIM, then three worker processes under a per-domain limit.
     real PostgreSQL and Redis (embedded, temp dir), RSA-2048 DKIM; the sink dumps every
     message, and each is DKIM-verified with dkimpy against the public key. Timed from the
     worker's start to the empty queue, with the DKIM signer process already up as in a
-    running daemon (its start, ~0.2 s of interpreter and imports, is also reported counted
+    running daemon (its start, ~0.1 s of interpreter and imports, is also reported counted
     in: ``cold_start_msgs_per_s``);
     the same again with two worker processes (two mailgate instances on this host), timed
     from the first to the last ``sent_at``, reported beside (b), not instead of it;
@@ -231,7 +231,7 @@ async def bench_mailgate(
             else:
                 worker = Worker(app, {"email-sending": create_handler(app)})
                 # A running daemon has its DKIM signer process up: its start (an interpreter
-                # and its imports, ~0.2 s) is start-up, not sending. Reported apart.
+                # and its imports, ~0.1 s) is start-up, not sending. Reported apart.
                 t_start = time.perf_counter()
                 await sender_for(app).helpers_started()
                 helpers_s = time.perf_counter() - t_start
