@@ -14,23 +14,33 @@ from typing import Any
 from gateway.settings import Settings
 
 
-def mailgate_env(settings: Settings, http_port: int, **overrides: str) -> dict[str, str]:
-    """The environment for `mailgate run` on this test's servers; ``overrides`` are
-    settings by field name (``components="worker"`` -> MAILGATE_COMPONENTS)."""
+def cli_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment for a `mailgate` command on this test's servers: this process's
+    environment without its MAILGATE_ variables, then the database, Redis and data dir of
+    ``settings``, quiet logs, and ``overrides`` by setting name (``secret_key="..."`` ->
+    MAILGATE_SECRET_KEY)."""
     assert settings.database_url is not None and settings.redis_url is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
     env.update(
         MAILGATE_DATABASE_URL=settings.database_url.get_secret_value(),
         MAILGATE_REDIS_URL=settings.redis_url.get_secret_value(),
         MAILGATE_DATA_DIR=str(settings.data_dir),
-        MAILGATE_HTTP_LISTEN=f"127.0.0.1:{http_port}",
-        MAILGATE_SMTP_LISTEN="127.0.0.1:0",
-        MAILGATE_SECRET_KEY="k" * 40,
-        MAILGATE_LOG_FORMAT="json",
         MAILGATE_LOG_LEVEL="WARNING",
     )
     env.update({f"MAILGATE_{name.upper()}": value for name, value in overrides.items()})
     return env
+
+
+def mailgate_env(settings: Settings, http_port: int, **overrides: str) -> dict[str, str]:
+    """The environment for `mailgate run` on this test's servers; ``overrides`` are
+    settings by field name (``components="worker"`` -> MAILGATE_COMPONENTS)."""
+    defaults = {
+        "http_listen": f"127.0.0.1:{http_port}",
+        "smtp_listen": "127.0.0.1:0",
+        "secret_key": "k" * 40,
+        "log_format": "json",
+    }
+    return cli_env(settings, **{**defaults, **overrides})
 
 
 def spawn_mailgate(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

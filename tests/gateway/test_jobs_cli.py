@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
 from gateway.app import App
 from gateway.jobs import keys
 from gateway.settings import Settings
+from tests.daemon import cli_env
 
 
 async def mailgate(settings: Settings, *args: str) -> tuple[int, str, str]:
-    assert settings.database_url is not None and settings.redis_url is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    env.update(
-        MAILGATE_DATABASE_URL=settings.database_url.get_secret_value(),
-        MAILGATE_REDIS_URL=settings.redis_url.get_secret_value(),
-        MAILGATE_DATA_DIR=str(settings.data_dir),
-        MAILGATE_SECRET_KEY="c" * 40,
-        MAILGATE_LOG_LEVEL="WARNING",
-    )
+    env = cli_env(settings, secret_key="c" * 40)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

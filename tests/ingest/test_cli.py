@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,21 +10,15 @@ from gateway.app import App
 from gateway.embedded import free_port
 from gateway.secretkey import CredentialBox
 from gateway.settings import Settings
+from tests.daemon import cli_env
 from tests.ingest.helpers import new_mailbox
 from tests.peers.dovecot import Dovecot
 
 
 def _cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    assert settings.database_url is not None and settings.redis_url is not None
-    full = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    full.update(
-        MAILGATE_DATABASE_URL=settings.database_url.get_secret_value(),
-        MAILGATE_REDIS_URL=settings.redis_url.get_secret_value(),
-        MAILGATE_DATA_DIR=str(settings.data_dir),
-        MAILGATE_SECRET_KEY=settings.secret_key.get_secret_value() if settings.secret_key else "",
-        MAILGATE_LOG_LEVEL="WARNING",
-        **env,
-    )
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    full = cli_env(settings, secret_key=secret)
+    full.update(env)
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", "accounts", *args],
         env=full,
