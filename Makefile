@@ -12,17 +12,34 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := dovecot-imapd dovecot-lmtpd postfix
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest venv deps clean bench
+.PHONY: run test lint typecheck pytest venv deps clean bench lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
-venv: $(BIN)/python
-	$(BIN)/pip install -q -e '.[embedded,test]'
+# Everything is installed from the lock files, with hashes (`make lock` refreshes them):
+# requirements.lock is what the daemon runs on (the Docker image installs it);
+# requirements-dev.lock adds the test tools, at the same versions.
+$(VENV)/.installed: requirements-dev.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@# flanker writes its parse tables on first import: do it now, before anything runs
 	@# concurrently (see gateway/flankerlib.py).
 	$(BIN)/python -m gateway.flankerlib
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Refresh both lock files from pyproject.toml (uv resolves for every Python >= 3.11;
+# the dev lock is constrained to the runtime lock's versions). tests/test_lock.py fails
+# when pyproject.toml and the locks disagree.
+UV_VERSION := 0.13.9
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
+lock: $(BIN)/python
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml --extra embedded $(LOCK_FLAGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra embedded --extra test $(LOCK_FLAGS) \
+	  -c requirements.lock -o requirements-dev.lock
 
 run: venv
 	$(BIN)/mailgate run

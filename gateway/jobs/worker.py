@@ -718,4 +718,4 @@ class Worker:
                     await self._enable_notifications()
             finally:
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
