@@ -22,6 +22,8 @@ $(BIN)/python:
 # requirements-dev.lock adds the test tools, at the same versions.
 $(VENV)/.installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
+	@# A stale mailgate.egg-info in the checkout would shadow the entry points installed here.
+	rm -rf mailgate.egg-info
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@# flanker writes its parse tables on first import: do it now, before anything runs
 	@# concurrently (see gateway/flankerlib.py).

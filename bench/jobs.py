@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 
 from gateway.app import App, Urls, open_app
 from gateway.embedded import EmbeddedServers
+from gateway.jobs.contracts import WarmupPayload
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
 from gateway.jobs.worker import Worker
@@ -95,13 +96,15 @@ async def bench_worker(app: App, n: int, latency_samples: int) -> dict[str, floa
     seen: dict[str, float] = {}
     finished = asyncio.Event()
 
-    async def noop(job: Job) -> None:
+    async def noop(job: Job, payload: WarmupPayload) -> None:
         seen[job.id] = time.perf_counter()
         if len(seen) >= n:
             finished.set()
 
+    # A real warmup payload, so the figure includes the worker's validation of it.
     spec = HandlerSpec("warmup", noop, concurrency=100)
-    batch = [json.dumps({"id": f"w{i}", "payload": {"i": i}}).encode() for i in range(n)]
+    payload = {"email_account_id": "acc_1", "warmup_type": "outbound", "sequence_step": 0}
+    batch = [json.dumps({"id": f"w{i}", "payload": payload}).encode() for i in range(n)]
     for i in range(0, n, 5000):
         await app.redis.lpush(QUEUE, *batch[i : i + 5000])
     worker = Worker(app, {"warmup": spec})
@@ -117,7 +120,7 @@ async def bench_worker(app: App, n: int, latency_samples: int) -> dict[str, floa
     for i in range(latency_samples):
         job_id = f"lat{i}"
         t = time.perf_counter()
-        await app.redis.lpush(QUEUE, json.dumps({"id": job_id, "payload": {}}))
+        await app.redis.lpush(QUEUE, json.dumps({"id": job_id, "payload": payload}))
         while job_id not in seen:
             await asyncio.sleep(0)
         latencies.append((seen[job_id] - t) * 1000)
@@ -140,7 +143,7 @@ async def bench_emails(app: App, n: int) -> dict[str, float]:
     jobs = [envelope(email_payload(i, size=3000), id=f"e{i}") for i in range(n)]
     for i in range(0, n, 2000):
         await app.redis.lpush("queue:email:processing", *jobs[i : i + 2000])
-    worker = Worker(app, {"email:processing": spec})
+    worker = Worker(app, {"email-processing": spec})
     t0 = time.perf_counter()
     await worker.start()
     await worker.run_until_empty(600)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bounces.classify import classify
 from bounces.model import BounceResult
+from gateway.cli import Progress
 
 _COLUMNS = ("file", "kind", "recipient", "bounce_type", "reason", "status", "diagnostic")
 
@@ -37,14 +38,18 @@ def run_classify(args: argparse.Namespace) -> int:
     """Classify the files named in ``args``; exit 1 if any could not be read, else 0."""
     status = 0
     rows: list[dict[str, object]] = []
+    progress = Progress(len(args.files) if len(args.files) > 50 else 0, "classifying")
     for name in args.files:
+        progress.advance()
         try:
             raw = Path(name).read_bytes()
         except OSError as exc:
-            print(f"mailgate classify: {name}: {exc.strerror or exc}", file=sys.stderr)
+            reason = exc.strerror or str(exc)
+            print(f"mailgate: cannot read {name}: {reason} (check the path)", file=sys.stderr)
             status = 1
             continue
         rows.extend(_row(name, result) for result in classify(raw))
+    progress.close()
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,14 +31,13 @@ import asyncpg
 from bounces.errors import StorageUnavailable, translate_queue, translate_storage
 from bounces.smtp_policy import dedupe_key
 from gateway.app import App
-from gateway.jobs.envelope import new_job
+from gateway.jobs.contracts import BOUNCE, BouncePayload, encode_job
 from gateway.messages import MessageRecord, store_message
 from gateway.storage import is_transient
 from gateway.verp import Verp, VerpResult
 
 log = logging.getLogger(__name__)
 
-BOUNCE_QUEUE = "queue:bounce:process"
 UNATTRIBUTED_TENANT = "_unattributed"
 _HEADER_FIELDS = ("From", "To", "Subject", "Message-ID", "Date", "Auto-Submitted", "Content-Type")
 _MAX_HEADER_BYTES = 64 * 1024
@@ -138,11 +136,11 @@ def provisional_type(headers: dict[str, str]) -> str:
     return "bounce"
 
 
-def bounce_job(tenant_id: str, storage_key: str) -> dict[str, Any]:
-    """The follow-up job for one stored copy."""
-    return new_job(
-        {"tenant_id": tenant_id, "storage_key": storage_key, "source": "smtp"},
-        queue_name=BOUNCE_QUEUE,
+def bounce_job(tenant_id: str, storage_key: str) -> bytes:
+    """The follow-up job for one stored copy (the bytes to LPUSH)."""
+    return encode_job(
+        BOUNCE,
+        BouncePayload(tenant_id=tenant_id, storage_key=storage_key, source="smtp"),
         idempotency_key=f"bounce:{storage_key}",
     )
 
@@ -269,12 +267,10 @@ class Intake:
         try:
             async with asyncio.timeout(self.timeout_s):
                 jobs = [
-                    json.dumps(bounce_job(tenant, key), separators=(",", ":"))
-                    for i in sorted(results)
-                    for tenant, key in results[i]
+                    bounce_job(tenant, key) for i in sorted(results) for tenant, key in results[i]
                 ]
                 if jobs:
-                    await self.app.redis.lpush(BOUNCE_QUEUE, *jobs)
+                    await self.app.redis.lpush(BOUNCE, *jobs)
         except Exception as exc:  # noqa: BLE001 - translated here; every waiter gets an answer
             queue_error = translate_queue(exc)
             for item in stored:
@@ -380,12 +376,9 @@ class Intake:
             raise translate_storage(exc) from exc
         if not rows:
             return 0
-        jobs = [
-            json.dumps(bounce_job(r["tenant_id"], r["storage_key"]), separators=(",", ":"))
-            for r in rows
-        ]
+        jobs = [bounce_job(r["tenant_id"], r["storage_key"]) for r in rows]
         try:
-            await self.app.redis.lpush(BOUNCE_QUEUE, *jobs)
+            await self.app.redis.lpush(BOUNCE, *jobs)
         except Exception as exc:
             raise translate_queue(exc) from exc
         log.warning("bounce receipts queued again", extra={"count": len(rows)})

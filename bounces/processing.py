@@ -37,7 +37,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -48,6 +48,7 @@ from bounces.intake import UNATTRIBUTED_TENANT
 from bounces.metrics import BounceMetrics, bounce_metrics
 from bounces.model import REASONS, BounceResult
 from gateway.app import App
+from gateway.jobs.contracts import BouncePayload
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
 from gateway.logs import bind
@@ -81,54 +82,39 @@ _COUNTERS = {
 
 @dataclass(frozen=True)
 class BounceRequest:
-    """A ``queue:bounce:process`` payload, validated."""
+    """A ``queue:bounce:process`` payload, read for processing."""
 
-    source: str  # smtp, mailbox, job
+    source: str  # smtp, mailbox, smtp_reply, job
     tenant_id: str | None = None
     storage_key: str | None = None
     message_id: str | None = None
     bounce_type: str | None = None
     bounce_reason: str | None = None
     recipient_email: str | None = None
+    delivery_id: str | None = None
+    status: str | None = None
+    diagnostic: str | None = None
 
 
-def _opt_text(payload: dict[str, Any], name: str, limit: int = 2000) -> str | None:
-    value = payload.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str | int):
-        raise BadBounceJob(f"payload.{name} must be a string, got {type(value).__name__}")
-    return str(value).strip()[:limit] or None
-
-
-def parse_request(payload: dict[str, Any]) -> BounceRequest:
-    """Validate a payload; a payload that can never be processed is :class:`BadBounceJob`."""
-    storage_key = _opt_text(payload, "storage_key", 200)
-    tenant = _opt_text(payload, "tenant_id", 200)
-    bounce_type = _opt_text(payload, "bounce_type", 20)
-    if bounce_type is not None:
-        bounce_type = bounce_type.lower()
-        if bounce_type not in ("hard", "soft"):
-            raise BadBounceJob(f"payload.bounce_type must be hard or soft, not {bounce_type!r}")
-    request = BounceRequest(
-        source="job",
-        tenant_id=tenant,
-        storage_key=storage_key,
-        message_id=_opt_text(payload, "message_id", 998),
-        bounce_type=bounce_type,
-        bounce_reason=_opt_text(payload, "bounce_reason"),
-        recipient_email=_opt_text(payload, "recipient_email", 320),
+def parse_request(payload: BouncePayload) -> BounceRequest:
+    """The request of a validated payload (:class:`gateway.jobs.contracts.BouncePayload`
+    checked its shape: a stored message names its tenant, a seed payload its outcome)."""
+    if payload.storage_key is not None:
+        source = "smtp" if payload.source == "smtp" else "mailbox"
+    else:
+        source = "job"
+    return BounceRequest(
+        source=source,
+        tenant_id=payload.tenant_id,
+        storage_key=payload.storage_key,
+        message_id=payload.message_id,
+        bounce_type=payload.bounce_type,
+        bounce_reason=payload.bounce_reason,
+        recipient_email=payload.recipient_email,
+        delivery_id=payload.delivery_id,
+        status=payload.status,
+        diagnostic=payload.diagnostic,
     )
-    if storage_key is not None:
-        if tenant is None:
-            raise BadBounceJob("payload.tenant_id is required with payload.storage_key")
-        source = "smtp" if payload.get("source") == "smtp" else "mailbox"
-        return replace(request, source=source)
-    if request.message_id is None and request.recipient_email is None:
-        raise BadBounceJob("payload needs storage_key, message_id or recipient_email")
-    if request.bounce_type is None:
-        raise BadBounceJob("payload.bounce_type is required without a stored message")
-    return request
 
 
 def result_from_request(request: BounceRequest) -> BounceResult:
@@ -259,8 +245,8 @@ class BounceProcessor:
         self.domains = frozenset(app.settings.bounce_domains)
         self.metrics: BounceMetrics = bounce_metrics(app)
 
-    async def run(self, job: Job) -> dict[str, Any]:
-        request = parse_request(job.payload)
+    async def run(self, job: Job, payload: BouncePayload) -> dict[str, Any]:
+        request = parse_request(payload)
         with bind(job_id=job.id, tenant_id=request.tenant_id, storage_key=request.storage_key):
             try:
                 async with self.app.db.acquire() as conn:

@@ -10,6 +10,7 @@ from delivery.errors import PermanentError
 from delivery.service import sender_for
 from gateway.app import App
 from gateway.jobs import PermanentJobError
+from gateway.jobs.contracts import EmailSendPayload
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
 
@@ -18,9 +19,9 @@ def create_handler(app: App) -> HandlerSpec:
     sender = sender_for(app)
     sender.start_helpers()
 
-    async def run(job: Job) -> dict[str, Any]:
+    async def run(job: Job, payload: EmailSendPayload) -> dict[str, Any]:
         try:
-            return await sender.handle(job)
+            return await sender.handle(job, payload)
         except PermanentError as exc:
             raise PermanentJobError(str(exc)) from None
 

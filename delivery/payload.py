@@ -1,4 +1,8 @@
-"""The two email-sending job payloads (design §2), validated into one :class:`SendRequest`.
+"""The two email-sending job payloads (design §2), read into one :class:`SendRequest`.
+
+The shapes are checked by :class:`gateway.jobs.contracts.EmailSendPayload` (the worker
+validates every job against it); this module adds what delivery alone knows: a recipient
+address that can be put on the wire, and a bound on the template variables.
 
 * seed 000 (``processEmailSending``): ``campaign_id, recipient_id, email_template,
   personalizations`` with ``personalizations.email`` the recipient; no tenant (it is the
@@ -16,30 +20,9 @@ from typing import Any
 
 from delivery.compose import check_address
 from delivery.errors import PayloadError
+from gateway.jobs.contracts import EmailSendPayload
 
 MAX_VARIABLES_JSON = 64 * 1024
-
-
-def _opt_str(payload: dict[str, Any], name: str, limit: int = 200) -> str | None:
-    value = payload.get(name)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise PayloadError(f"payload.{name} must be a string, got {type(value).__name__}")
-    text = str(value).strip()
-    if len(text) > limit:
-        raise PayloadError(f"payload.{name} is longer than {limit} characters")
-    return text or None
-
-
-def _variables(value: Any, name: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise PayloadError(f"payload.{name} must be an object")
-    if len(repr(value)) > MAX_VARIABLES_JSON:
-        raise PayloadError(f"payload.{name} is larger than {MAX_VARIABLES_JSON} bytes")
-    return {str(k): v for k, v in value.items()}
 
 
 @dataclass(frozen=True)
@@ -56,40 +39,20 @@ class SendRequest:
     variables: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_request(payload: dict[str, Any]) -> SendRequest:
-    """Validate either payload shape; a bad one is a :class:`PayloadError`."""
-    tenant = _opt_str(payload, "tenant_id")
-    campaign = _opt_str(payload, "campaign_id")
-    account = _opt_str(payload, "email_account_id")
-    if "personalizations" in payload or "email_template" in payload:
-        variables = _variables(payload.get("personalizations"), "personalizations")
-        email = variables.get("email")
-        if not isinstance(email, str):
-            raise PayloadError("payload.personalizations.email (the recipient) is required")
-        name = variables.get("name")
-        template = _opt_str(payload, "email_template")
-    else:
-        recipient = payload.get("recipient")
-        name = None
-        if isinstance(recipient, dict):
-            email, name = recipient.get("email"), recipient.get("name")
-        else:
-            email = recipient
-        if not isinstance(email, str):
-            raise PayloadError("payload.recipient (an address or {email, name}) is required")
-        variables = _variables(payload.get("variables"), "variables")
-        template = _opt_str(payload, "template_id")
-    if tenant is None and campaign is None:
-        raise PayloadError("payload needs tenant_id or campaign_id")
-    if campaign is None and template is None:
-        raise PayloadError("payload needs campaign_id or a template (template_id/email_template)")
+def parse_request(payload: EmailSendPayload) -> SendRequest:
+    """The send request of a validated payload (either shape); a recipient address that
+    cannot be sent to, or variables too large, are a :class:`PayloadError`."""
+    variables = payload.template_variables
+    if len(repr(variables)) > MAX_VARIABLES_JSON:
+        name = "personalizations" if payload.seed_000 else "variables"
+        raise PayloadError(f"payload.{name} is larger than {MAX_VARIABLES_JSON} bytes")
     return SendRequest(
-        tenant_id=tenant,
-        campaign_id=campaign,
-        recipient_email=check_address(email, "recipient"),
-        recipient_name=str(name)[:200] if isinstance(name, str) and name.strip() else None,
-        recipient_id=_opt_str(payload, "recipient_id"),
-        template_id=template,
-        email_account_id=account,
+        tenant_id=payload.tenant_id,
+        campaign_id=payload.campaign_id,
+        recipient_email=check_address(payload.recipient_email, "recipient"),
+        recipient_name=payload.recipient_name,
+        recipient_id=payload.recipient_id,
+        template_id=payload.template,
+        email_account_id=payload.email_account_id,
         variables=variables,
     )

@@ -63,6 +63,14 @@ class Renderer:
             self._cache.popitem(last=False)
         return compiled
 
+    def check(self, subject: str, html: str | None, text: str | None) -> None:
+        """Compile every part now: a syntax error is a :class:`RenderError` naming it."""
+        self._template(subject, False, "subject")
+        if html is not None:
+            self._template(html, True, "html")
+        if text is not None:
+            self._template(text, False, "text")
+
     def render_one(
         self, source: str, variables: Mapping[str, Any], *, html: bool, part: str
     ) -> str:

@@ -29,7 +29,6 @@ message.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import ssl
 import time
@@ -51,14 +50,14 @@ from delivery.signer import SignerProcess
 from delivery.store import Account, Claim, ContextStore, DeliveryStore, NewDelivery
 from gateway.app import App
 from gateway.jobs import DeferJob
-from gateway.jobs.envelope import Job, new_job
+from gateway.jobs.contracts import BOUNCE, BouncePayload, EmailSendPayload, encode_job
+from gateway.jobs.envelope import Job
 from gateway.logs import bind
 from gateway.secretkey import CredentialBox
 from gateway.verp import Verp
 
 log = logging.getLogger(__name__)
 
-BOUNCE_QUEUE = "queue:bounce:process"
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 _EXTRA_KEY = "delivery.sender"
 
@@ -152,8 +151,8 @@ class Sender:
 
     # -- the job --------------------------------------------------------------------------
 
-    async def handle(self, job: Job) -> dict[str, Any]:
-        request = parse_request(job.payload)
+    async def handle(self, job: Job, payload: EmailSendPayload) -> dict[str, Any]:
+        request = parse_request(payload)
         tenant = request.tenant_id or await self.contexts.tenant_of_campaign(
             request.campaign_id or ""
         )
@@ -426,20 +425,19 @@ class Sender:
         bounce_type: str,
         reason: str,
     ) -> None:
-        payload = {
-            "tenant_id": tenant,
-            "message_id": message_id,
-            "recipient_email": recipient,
-            "bounce_type": bounce_type,
-            "bounce_reason": reason,
-            "status": reply.enhanced or f"{str(reply.code)[0]}.0.0",
-            "smtp_code": reply.code,
-            "diagnostic": reply.text,
-            "delivery_id": delivery_id,
-            "source": "smtp_reply",
-        }
-        job = new_job(payload, id=f"bounce-{delivery_id}", queue_name=BOUNCE_QUEUE)
-        await self.app.redis.lpush(BOUNCE_QUEUE, json.dumps(job, separators=(",", ":")))
+        payload = BouncePayload(
+            tenant_id=tenant,
+            message_id=message_id,
+            recipient_email=recipient,
+            bounce_type="hard" if bounce_type == "hard" else "soft",
+            bounce_reason=reason,
+            status=reply.enhanced or f"{str(reply.code)[0]}.0.0",
+            smtp_code=reply.code,
+            diagnostic=reply.text,
+            delivery_id=delivery_id,
+            source="smtp_reply",
+        )
+        await self.app.redis.lpush(BOUNCE, encode_job(BOUNCE, payload, id=f"bounce-{delivery_id}"))
 
     # -- routes and keys --------------------------------------------------------------------
 
@@ -470,7 +468,11 @@ class Sender:
                 username=s.delivery_relay_username or None,
                 password=password,
             )
-        raise RouteError(f"email account {account.id!r} has no SMTP endpoint and no relay is set")
+        raise RouteError(
+            f"email account {account.id!r} has no SMTP endpoint and no relay is configured "
+            f"(give the account one: mailgate accounts update --tenant TENANT {account.id} "
+            "--smtp-host HOST; or configure MAILGATE_DELIVERY_RELAY)"
+        )
 
     async def keys_for(self, tenant: str, domain: str) -> list[DkimKey]:
         """File keys for the domain plus the tenant's keys from the database (parsed once)."""

@@ -14,13 +14,16 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection as AsyncConnection
+from redis.exceptions import AuthenticationError, RedisError
 
 from gateway.embedded import EmbeddedServers
+from gateway.errors import BackendUnavailable
 from gateway.metrics import Metrics
 from gateway.secretkey import load_secret_key
 from gateway.settings import Settings
@@ -101,6 +104,25 @@ def make_redis(url: str, settings: Settings) -> aioredis.Redis:
     return client
 
 
+async def check_redis(client: aioredis.Redis, url: str) -> None:
+    """PING once, so an unreachable Redis or a wrong password is one clear line at start
+    instead of a failure deep inside the first command."""
+    parts = urlsplit(url)
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    try:
+        await asyncio.wait_for(client.ping(), timeout=10)
+    except AuthenticationError as exc:
+        raise BackendUnavailable(
+            f"Redis at {where} refused the login: {exc} (check the password in MAILGATE_REDIS_URL)"
+        ) from exc
+    except (RedisError, OSError, TimeoutError) as exc:
+        reason = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+        raise BackendUnavailable(
+            f"cannot connect to Redis at {where}: {reason} "
+            "(is it running? check MAILGATE_REDIS_URL)"
+        ) from exc
+
+
 @contextlib.asynccontextmanager
 async def open_urls(settings: Settings) -> AsyncIterator[Urls]:
     """The backend URLs, starting embedded servers for the unset ones (stopped on exit)."""
@@ -133,6 +155,7 @@ async def open_app(
     )
     redis_client = make_redis(urls.redis, settings)
     try:
+        await check_redis(redis_client, urls.redis)
         yield App(
             settings=settings,
             urls=urls,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from gateway.app import App
 
-ENTRY_POINT_GROUP = "mailgate.components"
+from gateway.settings import COMPONENTS_GROUP as ENTRY_POINT_GROUP
 
 
 @runtime_checkable

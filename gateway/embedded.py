@@ -13,8 +13,14 @@ run`` that is still up, or left behind by one that was killed) is reused; a serv
 when the last live process using it releases it. Start and stop are serialised by a file
 lock so concurrent ``mailgate`` commands agree on one server.
 
-As root, PostgreSQL refuses to run: the cluster is then owned by and run as ``nobody``
-(and the data directory's parents get the search bit for others, as pgserver does).
+As root, PostgreSQL refuses to run: the cluster is then owned by and run as ``nobody``.
+Nothing outside the data directory is changed for it: the directories from the data
+directory down to the cluster get the search bit for others, and when ``nobody`` cannot
+reach the server binaries (pgserver's wheel inside a virtualenv in root's 0700 home), the
+binaries are hard-linked (or copied) into ``data_dir/postgres/pginstall``. When ``nobody``
+cannot reach the data directory itself (a parent such as /root is private), start-up stops
+with one line naming that parent and the fix; root's default data directory is therefore
+/var/lib/mailgate (see :func:`gateway.settings.default_data_dir`).
 Production runs as a normal user (the Docker image and the systemd unit do).
 
 These classes are synchronous (they drive subprocesses); async callers use
@@ -40,10 +46,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import UserFacingError
+
 log = logging.getLogger(__name__)
 
 
-class EmbeddedError(Exception):
+class EmbeddedError(UserFacingError):
     """An embedded server could not be found, initialised, started or stopped."""
 
 
@@ -158,11 +166,20 @@ class _Private:
 class EmbeddedPostgres(_Private):
     """A private PostgreSQL cluster in ``root`` (``root/data`` holds PGDATA)."""
 
-    def __init__(self, root: Path, *, bin_dir: Path | None = None, port: int | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        bin_dir: Path | None = None,
+        port: int | None = None,
+        boundary: Path | None = None,
+    ):
         self.root = root
         self.pgdata = root / "data"
         self._bin_dir = bin_dir
         self._wanted_port = port
+        # The outermost directory whose mode may be changed (the data directory).
+        self.boundary = boundary or root
         self.started_here = False
 
     # -- discovery ----------------------------------------------------------------------
@@ -186,13 +203,48 @@ class EmbeddedPostgres(_Private):
             candidates.append(Path(found).parent)
         for cand in candidates:
             if (cand / "initdb").exists() and (cand / "pg_ctl").exists():
-                self._bin_dir = cand
-                return cand
+                self._bin_dir = self._reachable_bin_dir(cand)
+                return self._bin_dir
         raise EmbeddedError(
-            "no PostgreSQL binaries found: install the embedded extra "
-            "(pip install 'mailgate[embedded]') or Debian's postgresql package, "
-            "or set MAILGATE_DATABASE_URL"
+            "no PostgreSQL binaries found (install the embedded extra: "
+            "pip install 'mailgate[embedded]', or Debian's postgresql package, "
+            "or set MAILGATE_DATABASE_URL)"
         )
+
+    def _reachable_bin_dir(self, bin_dir: Path) -> Path:
+        """``bin_dir``, or as root a private link farm of it that ``nobody`` can reach.
+
+        pgserver's binaries find their ``lib`` and ``share`` next to ``bin`` (a relocatable
+        install), so the whole ``pginstall`` tree is linked into ``root/pginstall``; it stays
+        owned by root and readable by others. The copy is refreshed when the source changes
+        (another pgserver version)."""
+        user = self._run_as
+        if user is None or _can_traverse(user, bin_dir / "postgres"):
+            return bin_dir
+        source = bin_dir.parent
+        if not (source / "share").is_dir() or not (source / "lib").is_dir():
+            raise EmbeddedError(
+                f"the PostgreSQL binaries in {bin_dir} are not reachable by 'nobody', which "
+                "runs the embedded PostgreSQL as root (install Debian's postgresql package, "
+                "or set MAILGATE_DATABASE_URL)"
+            )
+        target = self.root / "pginstall"
+        stamp = target / ".source"
+        wanted = f"{source}\n{(bin_dir / 'postgres').stat().st_mtime_ns}\n"
+        if not stamp.exists() or stamp.read_text() != wanted:
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            for part in ("bin", "lib", "share"):
+                shutil.copytree(source / part, target / part, copy_function=_link_or_copy)
+            for path in (target, *target.rglob("*")):
+                if path.is_dir():
+                    path.chmod(0o755)
+            stamp.write_text(wanted)
+            log.info(
+                "PostgreSQL binaries linked where the server's user can reach them",
+                extra={"source": str(source), "target": str(target)},
+            )
+        return target / "bin"
 
     # -- state --------------------------------------------------------------------------
 
@@ -219,8 +271,10 @@ class EmbeddedPostgres(_Private):
         """Start (or reuse) the cluster; returns its URL."""
         with _file_lock(self.root / "lock"):
             self.root.mkdir(parents=True, exist_ok=True)
+            self._check_reachable()
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
+            self._check_version()
             _Clients(self.root / "clients").add()
             if self.running_pid() is not None and port_open("127.0.0.1", self.port):
                 log.info(
@@ -263,13 +317,57 @@ class EmbeddedPostgres(_Private):
     def _choose_port(self) -> int:
         return _choose_port(self.root, self._wanted_port)
 
+    def _check_reachable(self) -> None:
+        """As root: open the way from the data directory down to the cluster (nothing above
+        it), then make sure ``nobody`` can reach the cluster at all."""
+        user = self._run_as
+        if user is None:
+            return
+        _grant_traverse(self.root, self.boundary)
+        if _can_traverse(user, self.root):
+            return
+        blocker = _first_blocker(self.root)
+        where = f"{blocker} is mode {stat.S_IMODE(blocker.stat().st_mode):04o}" if blocker else ""
+        raise EmbeddedError(
+            f"the embedded PostgreSQL runs as 'nobody' (PostgreSQL refuses root) and cannot "
+            f"reach {self.root}{': ' + where if where else ''} (set MAILGATE_DATA_DIR to a "
+            "directory others may traverse, such as /var/lib/mailgate, or set "
+            "MAILGATE_DATABASE_URL)"
+        )
+
+    def _check_version(self) -> None:
+        """A cluster made by another PostgreSQL major version cannot be started by these
+        binaries: say so in one line instead of pg_ctl's log."""
+        made_by = (self.pgdata / "PG_VERSION").read_text().strip()
+        ours = self._binary_major()
+        if ours is not None and ours != made_by:
+            raise EmbeddedError(
+                f"the cluster in {self.pgdata} was made by PostgreSQL {made_by}, but the "
+                f"binaries in {self.bin_dir()} are PostgreSQL {ours} (install PostgreSQL "
+                f"{made_by}, or move {self.pgdata} aside to start a new cluster)"
+            )
+
+    def _binary_major(self) -> str | None:
+        try:
+            out = subprocess.run(
+                [str(self.bin_dir() / "postgres"), "--version"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                user=self._run_as.pw_uid if self._run_as else None,
+                cwd="/",
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        words = out.split()
+        return words[-1].split(".")[0] if words else None
+
     def _initdb(self) -> None:
         password = _read_or_create_secret(self.root / "password")
         pwfile = self.root / "initdb.pw"
         pwfile.write_text(password + "\n")
         user = self._run_as
         if user is not None:
-            _grant_traverse(self.root)
             for path in (self.root, pwfile):
                 os.chown(path, user.pw_uid, user.pw_gid)
         try:
@@ -316,13 +414,26 @@ class EmbeddedPostgres(_Private):
                 start_new_session=True,
             )
         except subprocess.TimeoutExpired as exc:
-            raise EmbeddedError(f"{Path(argv[0]).name} timed out") from exc
+            raise EmbeddedError(
+                f"{Path(argv[0]).name} timed out after {timeout_s:.0f}s "
+                f"(see {self.root / 'postgres.log'})"
+            ) from exc
+        except PermissionError as exc:
+            raise EmbeddedError(
+                f"cannot run {argv[0]}: {exc.strerror} (set MAILGATE_DATABASE_URL, or install "
+                "Debian's postgresql package)"
+            ) from exc
         if proc.returncode != 0:
             logfile = self.root / "postgres.log"
             tail = logfile.read_text()[-2000:] if logfile.exists() else ""
+            log.error(
+                "embedded PostgreSQL command failed",
+                extra={"command": argv[:2], "stderr": proc.stderr[-2000:], "log_tail": tail},
+            )
             raise EmbeddedError(
-                f"{Path(argv[0]).name} failed ({proc.returncode}): "
-                f"{proc.stderr.strip()[-2000:]}\n{tail}"
+                f"{Path(argv[0]).name} failed (exit {proc.returncode}): "
+                f"{_last_line(proc.stderr) or _last_line(tail) or 'no output'} "
+                f"(see {logfile})"
             )
 
 
@@ -340,12 +451,56 @@ def _choose_port(root: Path, wanted: int | None) -> int:
     return port
 
 
-def _grant_traverse(path: Path) -> None:
-    """Give others the search bit on path's parents so an unprivileged server can reach it."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
+def _grant_traverse(path: Path, boundary: Path) -> None:
+    """Give others the search bit on ``path`` and its parents up to ``boundary`` (inclusive),
+    never above it: the directories above the data directory are the user's, not ours."""
+    path, boundary = path.resolve(), boundary.resolve()
+    for directory in [path, *path.parents]:
+        if not directory.is_relative_to(boundary):
+            break
+        mode = directory.stat().st_mode
         if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
+            directory.chmod(mode | stat.S_IXOTH)
+
+
+def _can_traverse(user: pwd.struct_passwd, path: Path) -> bool:
+    """Whether ``user`` can reach ``path`` (asked of the kernel, as that user: modes, ACLs
+    and every parent count)."""
+    try:
+        proc = subprocess.run(
+            ["test", "-e", str(path)],
+            user=user.pw_uid,
+            group=user.pw_gid,
+            extra_groups=[],
+            cwd="/",
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
+
+
+def _first_blocker(path: Path) -> Path | None:
+    """The highest directory above ``path`` that others cannot search, if any."""
+    for directory in reversed(path.resolve().parents):
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            return directory
+    return None
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """Hard link (no space, same inode and mode) or, across file systems, a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 class EmbeddedRedis(_Private):
@@ -465,7 +620,9 @@ class EmbeddedServers:
     """The embedded servers a process needs, given which URLs are unset."""
 
     def __init__(self, data_dir: Path, *, postgres: bool, redis: bool):
-        self.postgres = EmbeddedPostgres(data_dir / "postgres") if postgres else None
+        self.postgres = (
+            EmbeddedPostgres(data_dir / "postgres", boundary=data_dir) if postgres else None
+        )
         self.redis = EmbeddedRedis(data_dir / "redis") if redis else None
 
     def start(self, timeout_s: float = 60.0) -> tuple[str | None, str | None]:

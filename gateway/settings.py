@@ -11,8 +11,10 @@ bounds so the README's configuration reference can be generated from this model
 from __future__ import annotations
 
 import os
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, NamedTuple
+from urllib.parse import urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -30,7 +32,11 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError as SourceError
 
+from gateway.errors import UserFacingError
+
 ENV_PREFIX = "MAILGATE_"
+# Entry-point group of the daemon's components (gateway.components reads it too).
+COMPONENTS_GROUP = "mailgate.components"
 
 
 class ListenAddress(NamedTuple):
@@ -74,10 +80,21 @@ Listen = Annotated[ListenAddress, NoDecode, BeforeValidator(parse_listen)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
+ROOT_DATA_DIR = Path("/var/lib/mailgate")
+
+
 def default_data_dir() -> Path:
-    """The user's data directory (XDG), where the embedded servers and the key live."""
+    """Where the embedded servers and the generated key live by default.
+
+    A user's XDG data directory (``~/.local/share/mailgate``); as root, /var/lib/mailgate,
+    where a system service keeps its state: root's home is private (0700), and the embedded
+    PostgreSQL, which runs as ``nobody``, could not reach a cluster under it. A root install
+    from before that choice keeps its data where it is when that data still exists."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "mailgate"
+    user_dir = Path(base) / "mailgate"
+    if os.geteuid() == 0 and not (user_dir / "postgres").exists():
+        return ROOT_DATA_DIR
+    return user_dir
 
 
 class Settings(BaseSettings):
@@ -106,7 +123,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="Directory for the embedded servers, the generated secret key and "
-        "other local state. Default: $XDG_DATA_HOME/mailgate or ~/.local/share/mailgate.",
+        "other local state. Default: $XDG_DATA_HOME/mailgate or ~/.local/share/mailgate; "
+        "as root /var/lib/mailgate.",
     )
     http_listen: Listen = Field(
         default=ListenAddress("127.0.0.1", 8025),
@@ -574,6 +592,34 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_url(value.get_secret_value(), ("postgresql", "postgres"), 5432)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_url(value.get_secret_value(), ("redis", "rediss", "unix"), 6379)
+        return value
+
+    @field_validator("components")
+    @classmethod
+    def _components(cls, value: list[str]) -> list[str]:
+        if value in (["all"], ["none"], []):
+            return value
+        installed = sorted(ep.name for ep in entry_points(group=COMPONENTS_GROUP))
+        unknown = [name for name in value if name not in installed]
+        if unknown:
+            raise ValueError(
+                f"unknown component {', '.join(map(repr, unknown))} (installed: "
+                f"{', '.join(installed) or 'none'}; or all, none)"
+            )
+        return value
+
     @field_validator("bounce_domains")
     @classmethod
     def _domains(cls, value: list[str]) -> list[str]:
@@ -614,6 +660,26 @@ class Settings(BaseSettings):
         return out
 
 
+def _check_url(url: str, schemes: tuple[str, ...], default_port: int) -> None:
+    """A URL the client library will accept: a known scheme, a host, a numeric port."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ValueError(
+            f"URL scheme {parts.scheme or '(none)'!r} is not one of "
+            f"{', '.join(s + '://' for s in schemes)}"
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL needs a socket path")
+        return
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ValueError("the port is not a number between 0 and 65535") from None
+    if not parts.hostname or not 0 < port < 65536:
+        raise ValueError("the URL needs a host (scheme://[user[:password]@]host[:port]/...)")
+
+
 def _mask_url(url: str) -> str:
     """Hide the password of a URL but keep host, port and database visible."""
     scheme, sep, rest = url.partition("://")
@@ -624,8 +690,10 @@ def _mask_url(url: str) -> str:
     return f"{scheme}://{user}:********@{host}" if ":" in creds else url
 
 
-class SettingsError(Exception):
+class SettingsError(UserFacingError):
     """A setting has a bad value; ``str()`` names every offending setting."""
+
+    exit_code = 2
 
     def __init__(self, errors: list[tuple[str, str]]):
         self.errors = errors
@@ -658,7 +726,10 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     except ValidationError as exc:
         raise SettingsError(
             [
-                (".".join(str(p) for p in err["loc"]) or "settings", err["msg"])
+                (
+                    ".".join(str(p) for p in err["loc"]) or "settings",
+                    str(err["msg"]).removeprefix("Value error, "),
+                )
                 for err in exc.errors()
             ]
         ) from None
@@ -689,26 +760,3 @@ __all__ = [
     "parse_listen",
     "reference_markdown",
 ]
-
-README_MARKERS = ("<!-- settings-reference:start -->\n", "<!-- settings-reference:end -->")
-
-
-def update_readme(path: Path) -> bool:
-    """Rewrite the reference between the README's markers; True when it changed."""
-    text = path.read_text()
-    start, end = README_MARKERS
-    head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    new = f"{head}{start}{reference_markdown()}\n{end}{tail}"
-    if new != text:
-        path.write_text(new)
-    return new != text
-
-
-if __name__ == "__main__":  # pragma: no cover - documentation helper
-    import sys
-
-    if sys.argv[1:2] == ["--readme"]:
-        update_readme(Path(sys.argv[2]))
-    else:
-        print(reference_markdown())

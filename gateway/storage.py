@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
+
+from gateway.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +105,56 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     return None
 
 
+def address_of(url: str) -> str:
+    """``host:port/database`` of a URL, without its credentials (for messages and logs)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port or 5432}{parts.path or '/'}"
+
+
+def unavailable(exc: BaseException, url: str) -> BackendUnavailable:
+    """A connection failure as one line naming the server and the fix."""
+    where = address_of(url)
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        return BackendUnavailable(
+            f"PostgreSQL at {where} refused the login: {exc} "
+            "(check the user and password in MAILGATE_DATABASE_URL)"
+        )
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return BackendUnavailable(
+            f"PostgreSQL at {where}: {exc} (create the database, or fix MAILGATE_DATABASE_URL)"
+        )
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        reason = "no answer in time"
+    elif isinstance(exc, ConnectionRefusedError):
+        reason = "connection refused"
+    elif isinstance(exc, socket.gaierror):
+        reason = "the host name does not resolve"
+    elif isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+    return BackendUnavailable(
+        f"cannot connect to PostgreSQL at {where}: {reason} "
+        "(is it running? check MAILGATE_DATABASE_URL)"
+    )
+
+
+_CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 async def connect(url: str, *, timeout_s: float = 10.0) -> asyncpg.Connection:
-    """One connection with mailgate's codecs (CLI commands, migrations)."""
-    conn = await asyncpg.connect(url, timeout=timeout_s)
+    """One connection with mailgate's codecs (CLI commands, migrations); a server that
+    cannot be reached is :class:`~gateway.errors.BackendUnavailable`."""
+    try:
+        conn = await asyncpg.connect(url, timeout=timeout_s)
+    except _CONNECT_ERRORS as exc:
+        raise unavailable(exc, url) from exc
     await _init_connection(conn)
     return conn
 
@@ -119,16 +170,19 @@ async def create_pool(
     """The process's pool. ``reset=None``: our code leaves no session state behind, and the
     reset query asyncpg runs on every release costs a round trip on the hot path
     (``reset=_no_reset``)."""
-    pool: asyncpg.Pool = await asyncpg.create_pool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=connect_timeout_s,
-        command_timeout=command_timeout_s,
-        init=_init_connection,
-        max_inactive_connection_lifetime=300.0,
-        reset=_no_reset,
-    )
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=connect_timeout_s,
+            command_timeout=command_timeout_s,
+            init=_init_connection,
+            max_inactive_connection_lifetime=300.0,
+            reset=_no_reset,
+        )
+    except _CONNECT_ERRORS as exc:
+        raise unavailable(exc, url) from exc
     return pool
 
 

@@ -1,5 +1,9 @@
 """Mailbox accounts: the ``email_accounts`` rows ingest watches, and how they are written.
 
+An account has an IMAP endpoint (what ingest watches) and an SMTP endpoint (what delivery
+sends through; without one the global relay ``delivery_relay`` is used). Either may be
+missing, not both.
+
 Passwords are sealed with :class:`gateway.secretkey.CredentialBox` before they reach the
 database and opened only to log in; :class:`Account` keeps the sealed token, never the
 plaintext, so neither its ``repr`` nor a log line can leak it. Every query names the tenant
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from gateway.secretkey import CredentialBox, SecretKeyError
-from ingest.errors import AccountError
+from ingest.errors import AccountError, DuplicateAccount
 from ingest.imap import Endpoint
 
 SECURITIES = ("tls", "starttls", "none")
@@ -104,50 +108,157 @@ def _row(row: asyncpg.Record) -> Account:
     )
 
 
+@dataclass(frozen=True)
+class Summary:
+    """An account as ``accounts list`` shows it: both endpoints, never a secret."""
+
+    id: str
+    tenant_id: str
+    address: str
+    imap: str | None
+    smtp: str | None
+    folders: tuple[str, ...]
+    enabled: bool
+
+
+# Columns an add or update may set, with the check each value must pass. Passwords arrive
+# in the clear and are sealed before they reach a query.
+_HOST = re.compile(r"^[A-Za-z0-9._:\[\]-]{1,253}$")
+
+
+def _check_changes(box: CredentialBox, changes: dict[str, object]) -> dict[str, object]:
+    """Validated column values for ``changes`` (``imap_password``/``smtp_password`` sealed
+    into their ``*_enc`` columns). Raises AccountError naming the bad option."""
+    out: dict[str, object] = {}
+    for name, value in changes.items():
+        if name.endswith("_host"):
+            if value is not None and not _HOST.match(str(value)):
+                raise AccountError(f"--{name.replace('_', '-')}: not a host name: {value!r}")
+        elif name.endswith("_port"):
+            if value is not None and not 1 <= int(str(value)) <= 65535:
+                raise AccountError(f"--{name.replace('_', '-')} {value} is out of range 1-65535")
+        elif name.endswith("_security"):
+            if value is not None and value not in SECURITIES:
+                raise AccountError(
+                    f"--{name.replace('_', '-')} must be one of {', '.join(SECURITIES)}"
+                )
+        elif name.endswith("_password"):
+            if value is not None and not value:
+                raise AccountError(f"the {name.split('_')[0].upper()} password is empty")
+            out[f"{name}_enc"] = box.seal(str(value)) if value is not None else None
+            continue
+        elif name == "folders":
+            folders = value if isinstance(value, list | tuple) else ["INBOX"]
+            value = list(validate_folders([str(f) for f in folders]))
+        elif name not in ("imap_username", "imap_master_user", "smtp_username", "enabled"):
+            raise AccountError(f"unknown account setting {name!r}")
+        out[name] = value
+    return out
+
+
 async def add_account(
     db: asyncpg.Pool | asyncpg.Connection,
     box: CredentialBox,
     *,
     tenant_id: str,
     address: str,
-    imap_host: str,
-    imap_port: int,
-    imap_security: str,
-    username: str,
-    password: str,
+    imap_host: str | None,
+    imap_port: int = 993,
+    imap_security: str = "tls",
+    username: str | None = None,
+    password: str | None = None,
     master_user: str | None = None,
     folders: tuple[str, ...] = ("INBOX",),
-) -> Account:
-    """Insert a mailbox (password sealed). Raises AccountError on bad input or a duplicate."""
-    if imap_security not in SECURITIES:
-        raise AccountError(f"imap security must be one of {', '.join(SECURITIES)}")
-    if not 1 <= imap_port <= 65535:
-        raise AccountError(f"imap port {imap_port} out of range")
+    smtp_host: str | None = None,
+    smtp_port: int | None = None,
+    smtp_security: str | None = None,
+    smtp_username: str | None = None,
+    smtp_password: str | None = None,
+) -> Account | None:
+    """Insert an account (passwords sealed); returns its IMAP view, or None for an
+    account that only sends. Raises AccountError on bad input or a duplicate."""
     if not tenant_id or not address or "@" not in address:
         raise AccountError("tenant and a mailbox address (with @) are required")
-    if not password:
-        raise AccountError("the password is empty")
-    folders = validate_folders(list(folders))
+    if imap_host is None and smtp_host is None:
+        raise AccountError("give --imap-host (to watch), --smtp-host (to send), or both")
+    if imap_host is not None and not password:
+        raise AccountError("the IMAP password is empty (--password-env or --password-file)")
+    changes: dict[str, object] = {"smtp_host": smtp_host, "smtp_port": smtp_port}
+    changes.update(smtp_security=smtp_security, smtp_username=smtp_username)
+    changes["smtp_password"] = smtp_password
+    if imap_host is not None:
+        changes.update(imap_host=imap_host, imap_port=imap_port, imap_security=imap_security)
+        changes.update(imap_username=username or address, imap_password=password)
+        changes.update(imap_master_user=master_user, folders=folders)
+    columns = _check_changes(box, changes)
+    names = ["id", "tenant_id", "address", *columns]
+    values = [new_account_id(), tenant_id, address, *columns.values()]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
     try:
         row = await db.fetchrow(
-            f"""INSERT INTO email_accounts (id, tenant_id, address, imap_host, imap_port,
-                imap_security, imap_username, imap_password_enc, imap_master_user, folders)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_COLUMNS}""",  # noqa: S608 - fixed column list
-            new_account_id(),
-            tenant_id,
-            address,
-            imap_host,
-            imap_port,
-            imap_security,
-            username,
-            box.seal(password),
-            master_user,
-            list(folders),
+            f"INSERT INTO email_accounts ({', '.join(names)}) VALUES ({placeholders}) "  # noqa: S608 - names come from _check_changes
+            f"RETURNING {_COLUMNS}",
+            *values,
         )
     except asyncpg.UniqueViolationError:
-        raise AccountError(f"tenant {tenant_id} already has a mailbox {address}") from None
+        raise DuplicateAccount(f"tenant {tenant_id} already has a mailbox {address}") from None
     assert row is not None
-    return _row(row)
+    return _row(row) if row["imap_host"] is not None else None
+
+
+async def update_account(
+    db: asyncpg.Pool | asyncpg.Connection,
+    box: CredentialBox,
+    tenant_id: str,
+    account: str,
+    changes: dict[str, object],
+) -> str | None:
+    """Change the given settings of one tenant's account (by id or address); returns its
+    id, or None when the tenant has no such account. Watchers notice the change on their
+    next read of the accounts (``ingest_account_poll_s``)."""
+    columns = _check_changes(box, changes)
+    if not columns:
+        raise AccountError("nothing to change: give at least one option")
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=3))
+    found: str | None = await db.fetchval(
+        f"UPDATE email_accounts SET {sets}, updated_at = now() "  # noqa: S608 - names checked
+        "WHERE tenant_id = $1 AND (id = $2 OR lower(address) = lower($2)) RETURNING id",
+        tenant_id,
+        account,
+        *columns.values(),
+    )
+    return found
+
+
+async def summaries(db: asyncpg.Pool | asyncpg.Connection, tenant_id: str | None) -> list[Summary]:
+    """Every account (enabled or not) of one tenant or of all, for listing."""
+    rows = await db.fetch(
+        """SELECT id, tenant_id, address, imap_host, imap_port, imap_security, smtp_host,
+                  smtp_port, smtp_security, folders, enabled
+           FROM email_accounts WHERE ($1::text IS NULL OR tenant_id = $1)
+           ORDER BY tenant_id, address""",
+        tenant_id,
+    )
+
+    def endpoint(r: asyncpg.Record, kind: str) -> str | None:
+        host = r[f"{kind}_host"]
+        if host is None:
+            return None
+        port = r[f"{kind}_port"] or ""
+        return f"{host}:{port}/{r[f'{kind}_security'] or 'starttls'}"
+
+    return [
+        Summary(
+            id=r["id"],
+            tenant_id=r["tenant_id"],
+            address=r["address"],
+            imap=endpoint(r, "imap"),
+            smtp=endpoint(r, "smtp"),
+            folders=tuple(r["folders"]),
+            enabled=r["enabled"],
+        )
+        for r in rows
+    ]
 
 
 async def list_accounts(

@@ -4,6 +4,7 @@
 
     IngestError
     ├── AccountError            an account row or CLI argument is unusable (operator's fix)
+    │   └── DuplicateAccount    the tenant already has an account with that address
     ├── StoreInterrupted        a commit was cut short by stopping (rolled back: fetched again)
     └── ImapError               talking to an IMAP server failed
         ├── ImapTemporaryError  reconnect with backoff: connection refused/lost, timeout,
@@ -30,6 +31,10 @@ class IngestError(Exception):
 
 class AccountError(IngestError):
     """An account's settings are unusable (bad row, undecryptable password, bad argument)."""
+
+
+class DuplicateAccount(AccountError):
+    """The tenant already has an account with that address."""
 
 
 class StoreInterrupted(IngestError):

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +21,10 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from gateway.jobs.envelope import new_job
+from gateway.jobs.contracts import BOUNCE, BouncePayload, encode_job
 
 log = logging.getLogger(__name__)
 
-BOUNCE_QUEUE = "queue:bounce:process"
 REPLY_TYPES = {"reply": "reply.received", "auto_reply": "auto_reply.received"}
 METRIC_COLUMN = {"reply": "replies", "auto_reply": "auto_replies"}
 
@@ -80,17 +78,15 @@ async def find_delivery(
 async def route(db: asyncpg.Pool, redis: aioredis.Redis, msg: Routable) -> None:
     """Follow-up work for one committed message (idempotent)."""
     if msg.kind in ("bounce", "complaint"):
-        payload: dict[str, Any] = {
-            "tenant_id": msg.tenant_id,
-            "storage_key": msg.storage_key,
-            "source": "mailbox",
-        }
-        if msg.original_message_id:
-            payload["message_id"] = msg.original_message_id
-        if msg.failed_recipient:
-            payload["recipient_email"] = msg.failed_recipient
-        job = new_job(payload, queue_name=BOUNCE_QUEUE, idempotency_key=f"ingest:{msg.storage_key}")
-        await redis.lpush(BOUNCE_QUEUE, json.dumps(job, separators=(",", ":")))
+        payload = BouncePayload(
+            tenant_id=msg.tenant_id,
+            storage_key=msg.storage_key,
+            source="mailbox",
+            message_id=msg.original_message_id or None,
+            recipient_email=msg.failed_recipient or None,
+        )
+        job = encode_job(BOUNCE, payload, idempotency_key=f"ingest:{msg.storage_key}")
+        await redis.lpush(BOUNCE, job)
     async with db.acquire() as conn, conn.transaction():
         if msg.delivery is not None and msg.kind in REPLY_TYPES:
             await _record_event(conn, msg, msg.delivery)

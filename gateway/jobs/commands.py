@@ -1,20 +1,34 @@
 """Operator commands for the job runtime.
 
-``mailgate enqueue QUEUE JSON|@file``, ``mailgate jobs show ID``, ``mailgate jobs list``,
-``mailgate queues``, ``mailgate dlq list|retry|purge`` and ``mailgate workers``.
+``mailgate enqueue QUEUE JSON|@file`` (``--list``: every queue and its payload),
+``mailgate jobs show ID``, ``mailgate jobs list``, ``mailgate queues``,
+``mailgate dlq list|retry|purge`` and ``mailgate workers``.
+
+``enqueue`` checks the payload against the queue family's model (the one the worker and the
+handler use) before anything reaches Redis, refuses fields the model does not know (a typo
+would otherwise be silently ignored), and refuses a queue no installed handler consumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from gateway.app import App
-from gateway.cli import run_with_app, settings_from_args
+from gateway.cli import Progress, read_input, run_with_app, settings_from_args
+from gateway.errors import CliError
 from gateway.jobs import keys
+from gateway.jobs.contracts import (
+    FAMILIES,
+    QUEUE_PRIORITY,
+    Family,
+    PayloadInvalid,
+    family_of,
+    unknown_fields,
+)
 from gateway.jobs.envelope import DEFAULT_MAX_ATTEMPTS, new_job, utc_now_iso
+from gateway.jobs.handlers import installed_families
 
 # Move one dead letter back to a queue, atomically (no loss, no duplicate).
 #   KEYS[1]: queue:dead   KEYS[2]: target queue   ARGV[1]: the letter   ARGV[2]: the job
@@ -40,21 +54,21 @@ def _text(value: bytes | str) -> str:
 
 
 def _read_json(value: str) -> Any:
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    text = read_input(value, "job file")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"mailgate: not valid JSON: {exc}") from None
+        raise CliError(f"the job is not valid JSON: {exc} (give a JSON object or @file)") from None
 
 
 def build_envelope(body: Any, max_attempts: int | None) -> dict[str, Any]:
     """A payload, or a full envelope with ``payload``; id and defaults filled in."""
     if not isinstance(body, dict):
-        raise SystemExit("mailgate: the job must be a JSON object (a payload or an envelope)")
+        raise CliError("the job must be a JSON object (a payload, or an envelope with payload)")
     if "payload" in body:
         envelope = dict(body)
         if not isinstance(envelope["payload"], dict):
-            raise SystemExit("mailgate: payload must be a JSON object")
+            raise CliError("payload must be a JSON object")
         fresh = new_job(envelope["payload"])
         for name, value in fresh.items():
             envelope.setdefault(name, value)
@@ -66,11 +80,53 @@ def build_envelope(body: Any, max_attempts: int | None) -> dict[str, Any]:
     return envelope
 
 
+def check_queue(queue: str) -> Family:
+    """The family of a queue a user named; unknown or unconsumed queues are refused."""
+    if queue not in QUEUE_PRIORITY:
+        raise CliError(f"unknown queue {queue!r} (`mailgate enqueue --list` shows every queue)")
+    family = family_of(queue)
+    if family.name not in installed_families():
+        raise CliError(
+            f"no installed handler consumes {queue} (its jobs would wait forever; "
+            "`mailgate queues` shows which queues are consumed)"
+        )
+    return family
+
+
+def check_payload(family: Family, payload: dict[str, Any]) -> None:
+    """The payload as the worker will validate it, plus no field the model does not know."""
+    try:
+        model = family.validate(payload)
+    except PayloadInvalid as exc:
+        raise CliError(f"{exc} (`mailgate enqueue --list` shows the fields)") from None
+    extra = unknown_fields(model)
+    if extra:
+        known = ", ".join(family.payload.field_names())
+        raise CliError(f"unknown payload field {extra[0]!r} for {family.name} (fields: {known})")
+
+
+def cmd_enqueue_list(args: argparse.Namespace) -> int:
+    consumed = installed_families()
+    rank = {queue: i for i, queue in enumerate(QUEUE_PRIORITY, start=1)}
+    for family in FAMILIES:
+        state = "" if family.name in consumed else "  (no installed handler: refused)"
+        _line(f"{family.name}: {family.summary}{state}")
+        for queue in family.queues:
+            _line(f"  priority {rank[queue]:>2}  {queue}")
+        _line(f"  fields:  {', '.join(family.payload.field_names(required_marker=True))}")
+        _line(f"  example: {json.dumps(family.example)}")
+    _line("(* = required; give the payload as JSON or @file, or an envelope {id, payload, ...})")
+    return 0
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    if args.queue not in keys.QUEUE_PRIORITY:
-        _line(f"mailgate: unknown queue {args.queue!r}; known: {', '.join(keys.QUEUE_PRIORITY)}")
-        return 2
+    if args.list:
+        return cmd_enqueue_list(args)
+    if not args.queue or args.job is None:
+        raise CliError("give a queue and a job: mailgate enqueue QUEUE JSON|@file (or --list)")
+    family = check_queue(args.queue)
     envelope = build_envelope(_read_json(args.job), args.max_attempts)
+    check_payload(family, envelope["payload"])
     envelope.setdefault("queue_name", args.queue)
     settings = settings_from_args(args)
 
@@ -121,6 +177,10 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
             args.queue,
             args.limit,
         )
+        if not rows:
+            filters = [f"{k} {v}" for k, v in (("status", args.status), ("queue", args.queue)) if v]
+            _line("no jobs" + (f" with {' and '.join(filters)}" if filters else " recorded yet"))
+            return 0
         _line(f"{'id':<38} {'queue':<34} {'status':<16} {'att':>5}  updated")
         for r in rows:
             attempts = f"{r['attempt_count']}/{r['max_attempts']}"
@@ -133,24 +193,30 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     return run_with_app(settings, work)
 
 
-async def queue_depths(app: App) -> dict[str, int]:
-    """Waiting jobs per queue, plus delayed, dead and held by workers."""
+async def queue_depths(app: App) -> dict[str, Any]:
+    """Per queue: jobs waiting and whether an installed handler consumes it; overall: jobs
+    delayed (retries and deferrals), dead and held by workers (``processing``)."""
     workers = [_text(m) for m in await app.redis.smembers(keys.WORKERS)]
     async with app.redis.pipeline(transaction=False) as pipe:
-        for q in keys.QUEUE_PRIORITY:
+        for q in QUEUE_PRIORITY:
             pipe.llen(q)
         pipe.zcard(keys.DELAYED)
         pipe.llen(keys.DEAD)
         for w in workers:
-            for q in keys.QUEUE_PRIORITY:
+            for q in QUEUE_PRIORITY:
                 pipe.llen(keys.processing_key(w, q))
         counts = [int(c) for c in await pipe.execute()]
-    n = len(keys.QUEUE_PRIORITY)
-    depths = dict(zip(keys.QUEUE_PRIORITY, counts[:n], strict=True))
-    depths[keys.DELAYED] = counts[n]
-    depths[keys.DEAD] = counts[n + 1]
-    depths["processing"] = sum(counts[n + 2 :])
-    return depths
+    n = len(QUEUE_PRIORITY)
+    consumed = installed_families()
+    return {
+        "queues": {
+            q: {"waiting": counts[i], "consumed": family_of(q).name in consumed}
+            for i, q in enumerate(QUEUE_PRIORITY)
+        },
+        "delayed": counts[n],
+        "dead": counts[n + 1],
+        "processing": sum(counts[n + 2 :]),
+    }
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
@@ -160,9 +226,13 @@ def cmd_queues(args: argparse.Namespace) -> int:
         depths = await queue_depths(app)
         if args.json:
             _print(depths)
-        else:
-            for name, depth in depths.items():
-                _line(f"{name:<36} {depth:>8}")
+            return 0
+        _line(f"{'queue':<36} {'waiting':>8}")
+        for name, queue in depths["queues"].items():
+            note = "" if queue["consumed"] else "  (no installed handler)"
+            _line(f"{name:<36} {queue['waiting']:>8}{note}")
+        for name in ("delayed", "dead", "processing"):
+            _line(f"{name:<36} {depths[name]:>8}")
         return 0
 
     return run_with_app(settings, work)
@@ -172,7 +242,10 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     async def work(app: App) -> int:
-        for raw in await app.redis.lrange(keys.DEAD, 0, args.limit - 1):
+        letters = await app.redis.lrange(keys.DEAD, 0, args.limit - 1)
+        if not letters:
+            _line("dead-letter queue is empty")
+        for raw in letters:
             _line(_text(raw))
         return 0
 
@@ -182,7 +255,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 def revive(letter: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The queue and the fresh job for a dead letter; None when it is not a job at all."""
     queue = letter.get("queue_name")
-    if queue not in keys.QUEUE_PRIORITY or "id" not in letter or "payload" not in letter:
+    if queue not in QUEUE_PRIORITY or "id" not in letter or "payload" not in letter:
         return None
     job = {k: v for k, v in letter.items() if k not in LETTER_FIELDS}
     job["attempt_count"] = 0
@@ -192,14 +265,19 @@ def revive(letter: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
 
 def cmd_dlq_retry(args: argparse.Namespace) -> int:
     if not args.all and not args.id:
-        _line("mailgate: give a job id or --all")
-        return 2
+        raise CliError("give a job id or --all (`mailgate dlq list` shows the dead letters)")
     settings = settings_from_args(args)
 
     async def work(app: App) -> int:
         script = app.redis.register_script(RETRY_DEAD)
         retried = skipped = 0
-        for raw in await app.redis.lrange(keys.DEAD, 0, -1):
+        letters = await app.redis.lrange(keys.DEAD, 0, -1)
+        if not letters:
+            _line("dead-letter queue is empty")
+            return 0 if args.all else 1
+        progress = Progress(len(letters) if args.all else 0, "retrying")
+        for raw in letters:
+            progress.advance()
             try:
                 letter = json.loads(raw)
             except json.JSONDecodeError:
@@ -218,16 +296,19 @@ def cmd_dlq_retry(args: argparse.Namespace) -> int:
                     keys=[keys.DEAD, queue], args=[raw, json.dumps(job, separators=(",", ":"))]
                 )
             )
+        progress.close()
+        if not retried and not args.all:
+            _line(f"mailgate: no dead letter with id {args.id!r} (`mailgate dlq list` shows them)")
+            return 1
         _line(f"retried {retried}" + (f"; skipped {skipped} malformed" if skipped else ""))
-        return 0 if retried or args.all else 1
+        return 0
 
     return run_with_app(settings, work)
 
 
 def cmd_dlq_purge(args: argparse.Namespace) -> int:
     if not args.yes:
-        _line("mailgate: this deletes every dead letter; add --yes to confirm")
-        return 2
+        raise CliError("this deletes every dead letter; add --yes to confirm")
     settings = settings_from_args(args)
 
     async def work(app: App) -> int:
@@ -250,7 +331,10 @@ def cmd_workers(args: argparse.Namespace) -> int:
                 live.append({_text(k): _text(v) for k, v in health.items()})
         if args.json:
             _print(live)
-            return 0
+            return 0 if live else 1
+        if not live:
+            _line("no live worker (start one with `mailgate run`)")
+            return 1
         _line(f"{'worker':<48} {'status':<9} {'up_s':>8} {'done':>8} {'failed':>7} {'avg_ms':>8}")
         for h in live:
             _line(
@@ -264,10 +348,16 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("enqueue", help="push a job (JSON payload or envelope, or @file)")
-    p.add_argument("queue", help="queue name, e.g. queue:email:processing")
-    p.add_argument("job", help="JSON text, or @path to a JSON file")
+    p = sub.add_parser(
+        "enqueue",
+        help="push a job (JSON payload or envelope, or @file), validated against its queue",
+        description="Push a job. The payload is checked against the queue family's model; "
+        "`--list` prints every queue, its priority and its payload fields.",
+    )
+    p.add_argument("queue", nargs="?", help="queue name, e.g. queue:email-sending")
+    p.add_argument("job", nargs="?", help="JSON text, or @path to a JSON file (@- for stdin)")
     p.add_argument("--max-attempts", type=int, default=None)
+    p.add_argument("--list", action="store_true", help="print every queue and its payload")
     p.set_defaults(handler=cmd_enqueue)
 
     jobs = sub.add_parser("jobs", help="inspect jobs").add_subparsers(
@@ -302,6 +392,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--yes", action="store_true")
     p.set_defaults(handler=cmd_dlq_purge)
 
-    p = sub.add_parser("workers", help="live workers and their health")
+    p = sub.add_parser("workers", help="live workers and their health (exit 1: none alive)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_workers)

@@ -1,14 +1,8 @@
 """The one place for the job runtime's Redis key schema and Lua contracts.
 
-Queues (the producers' contract, design §2; highest priority first)::
-
-    queue:email:processing:high   queue:email:processing   queue:email:processing:low
-    queue:email-sending:high      queue:email-sending      queue:email-sending:low
-    queue:warmup:process          queue:bounce:process     queue:analytics:daily-aggregate
-    queue:webhook:process         queue:campaign:process   queue:import:contacts
-    queue:export:data             queue:maintenance:cleanup
-
-Producers ``LPUSH``; the oldest job is at the right end, so workers take from the RIGHT.
+The queues themselves (names, priority, families, payloads) are the producers' contract and
+live in :mod:`gateway.jobs.contracts`. Producers ``LPUSH``; the oldest job is at the right
+end, so workers take from the RIGHT.
 
 mailgate's own keys::
 
@@ -27,41 +21,6 @@ queue), so the runtime needs a single Redis (or Sentinel), not Redis Cluster.
 from __future__ import annotations
 
 from typing import Final
-
-QUEUE_PRIORITY: Final[tuple[str, ...]] = (
-    "queue:email:processing:high",
-    "queue:email:processing",
-    "queue:email:processing:low",
-    "queue:email-sending:high",
-    "queue:email-sending",
-    "queue:email-sending:low",
-    "queue:warmup:process",
-    "queue:bounce:process",
-    "queue:analytics:daily-aggregate",
-    "queue:webhook:process",
-    "queue:campaign:process",
-    "queue:import:contacts",
-    "queue:export:data",
-    "queue:maintenance:cleanup",
-)
-
-# Routing (seed 001 executeJobLogic): the family a queue belongs to picks its handler.
-QUEUE_FAMILY: Final[dict[str, str]] = {
-    "queue:email:processing:high": "email:processing",
-    "queue:email:processing": "email:processing",
-    "queue:email:processing:low": "email:processing",
-    "queue:email-sending:high": "email-sending",
-    "queue:email-sending": "email-sending",
-    "queue:email-sending:low": "email-sending",
-    "queue:warmup:process": "warmup",
-    "queue:bounce:process": "bounce",
-    "queue:analytics:daily-aggregate": "analytics",
-    "queue:webhook:process": "webhook",
-    "queue:campaign:process": "campaign",
-    "queue:import:contacts": "import",
-    "queue:export:data": "export",
-    "queue:maintenance:cleanup": "maintenance",
-}
 
 DEAD: Final = "queue:dead"
 DELAYED: Final = "queue:delayed"

@@ -44,6 +44,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway.app import App
 from gateway.jobs import DeferJob, PermanentJobError, keys
+from gateway.jobs.contracts import QUEUE_FAMILY, QUEUE_PRIORITY, PayloadInvalid
 from gateway.jobs.envelope import Job, MalformedJob, backoff_delay_s, parse_job, utc_now_iso
 from gateway.jobs.handlers import HandlerSpec
 from gateway.jobs.tracking import Execution, Finisher, JobRow, Outcome, result_json
@@ -124,7 +125,7 @@ class Worker:
         self.stats = WorkerStats()
         self.metrics = app.metrics
         # Consumed queues in priority order, and the handler for each.
-        self.queues = tuple(q for q in keys.QUEUE_PRIORITY if keys.QUEUE_FAMILY[q] in handlers)
+        self.queues = tuple(q for q in QUEUE_PRIORITY if QUEUE_FAMILY[q] in handlers)
         self._take = self.redis.register_script(keys.TAKE)
         self._promote = self.redis.register_script(keys.PROMOTE)
         self._reap = self.redis.register_script(keys.REAP)
@@ -236,7 +237,7 @@ class Worker:
         queues: list[str] = []
         caps: list[str] = []
         for queue in self.queues:
-            family = keys.QUEUE_FAMILY[queue]
+            family = QUEUE_FAMILY[queue]
             free = self.handlers[family].slots - self._busy[family]
             if free > 0:
                 queues.append(queue)
@@ -331,7 +332,7 @@ class Worker:
             except MalformedJob as exc:
                 await self._dead_letter_malformed(queue, raw, exc)
                 continue
-            family = keys.QUEUE_FAMILY[job.queue]
+            family = QUEUE_FAMILY[job.queue]
             self._busy[family] += 1
             task = asyncio.create_task(self._run(job, max(stalls, 0)), name=f"job-{job.id}")
             self._in_flight[task] = job
@@ -343,7 +344,7 @@ class Worker:
     # -- running ------------------------------------------------------------------------
 
     async def _run(self, job: Job, stalls: int) -> None:
-        family = keys.QUEUE_FAMILY[job.queue]
+        family = QUEUE_FAMILY[job.queue]
         spec = self.handlers[family]
         t0 = time.perf_counter()
         try:
@@ -365,7 +366,13 @@ class Worker:
             await self._finish_dead(job, error, t0, attempt_counted=False)
             return
         try:
-            result = await spec.run(job)
+            payload = spec.parse(job.payload)
+        except PayloadInvalid as exc:
+            # A producer pushed a payload its family's model refuses: it can never run.
+            await self._finish_dead(job, str(exc), t0)
+            return
+        try:
+            result = await spec.run(job, payload)
         except asyncio.CancelledError:
             if not self._cancelling:
                 raise
@@ -613,7 +620,7 @@ class Worker:
             moved = int(
                 await self._reap(
                     keys=[keys.WORKERS, keys.worker_key(other)],
-                    args=[other, keys.processing_prefix(other), *keys.QUEUE_PRIORITY],
+                    args=[other, keys.processing_prefix(other), *QUEUE_PRIORITY],
                 )
             )
             if moved > 0:
@@ -661,12 +668,12 @@ class Worker:
     async def refresh_depths(self) -> dict[str, int]:
         """Queue depths (including delayed and dead) into the queue_depth gauge."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for q in keys.QUEUE_PRIORITY:
+            for q in QUEUE_PRIORITY:
                 pipe.llen(q)
             pipe.zcard(keys.DELAYED)
             pipe.llen(keys.DEAD)
             counts = await pipe.execute()
-        names = [*keys.QUEUE_PRIORITY, keys.DELAYED, keys.DEAD]
+        names = [*QUEUE_PRIORITY, keys.DELAYED, keys.DEAD]
         depths = dict(zip(names, (int(c) for c in counts), strict=True))
         for name, depth in depths.items():
             self.metrics.queue_depth.labels(name).set(depth)

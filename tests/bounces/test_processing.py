@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from bounces.errors import BadBounceJob
-from bounces.intake import BOUNCE_QUEUE, UNATTRIBUTED_TENANT, Intake, SmtpEnvelope
+from bounces.intake import UNATTRIBUTED_TENANT, Intake, SmtpEnvelope
 from bounces.model import BounceResult
 from bounces.processing import (
     BounceRequest,
@@ -25,6 +25,7 @@ from bounces.processing import (
 )
 from gateway.app import App
 from gateway.jobs import keys
+from gateway.jobs.contracts import BOUNCE, PayloadInvalid, family_of
 from gateway.jobs.envelope import new_job
 from gateway.jobs.worker import Worker
 from gateway.messages import MessageRecord, store_message
@@ -178,8 +179,8 @@ def worker_deadline() -> float:
 
 
 async def push(app: App, payload: dict[str, Any]) -> str:
-    job = new_job(payload, queue_name=BOUNCE_QUEUE)
-    await app.redis.lpush(BOUNCE_QUEUE, json.dumps(job))
+    job = new_job(payload, queue_name=BOUNCE)
+    await app.redis.lpush(BOUNCE, json.dumps(job))
     return str(job["id"])
 
 
@@ -419,13 +420,13 @@ async def test_requeue_finds_unprocessed_receipts(app: App) -> None:
     """A receipt whose job was lost is queued again by the sweep."""
     await add_delivery(app, "v7")
     key = await intake(app, make_dsn("nobody@rcpt.test"), "v7")
-    await app.redis.delete(BOUNCE_QUEUE)  # the job is lost
+    await app.redis.delete(BOUNCE)  # the job is lost
     await app.db.execute(
         "UPDATE bounce_receipts SET received_at = now() - interval '1 hour',"
         " enqueued_at = now() - interval '1 hour'"
     )
     assert await Intake(app).requeue(60) == 1
-    job = json.loads(await app.redis.lindex(BOUNCE_QUEUE, 0))
+    job = json.loads(await app.redis.lindex(BOUNCE, 0))
     assert job["payload"]["storage_key"] == key
     assert await Intake(app).requeue(60) == 0
 
@@ -490,20 +491,32 @@ async def test_tenant_scoping(app: App, run_jobs: Any) -> None:
 # -- pure parts -------------------------------------------------------------------------------
 
 
-def test_parse_request_rules() -> None:
-    """Payload validation: tenant needed with storage_key, type checked, target needed."""
-    with pytest.raises(BadBounceJob):
-        parse_request({"storage_key": "k"})
-    with pytest.raises(BadBounceJob):
-        parse_request({"bounce_type": "hard"})
-    with pytest.raises(BadBounceJob):
-        parse_request({"message_id": "m", "bounce_type": "HARDER"})
-    with pytest.raises(BadBounceJob):
-        parse_request({"message_id": {"x": 1}, "bounce_type": "hard"})
-    req = parse_request({"tenant_id": "t", "storage_key": "k", "source": "smtp"})
-    assert req.source == "smtp"
-    assert parse_request({"tenant_id": "t", "storage_key": "k"}).source == "mailbox"
-    assert parse_request({"message_id": "m", "bounce_type": "Soft"}).bounce_type == "soft"
+def _request(payload: dict[str, Any]) -> Any:
+    return parse_request(family_of(BOUNCE).validate(payload))
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"storage_key": "k"}, "tenant_id is required with storage_key"),
+        ({"bounce_type": "hard"}, "storage_key, delivery_id, message_id or recipient_email"),
+        ({"message_id": "m", "bounce_type": "HARDER"}, "bounce_type"),
+        ({"message_id": {"x": 1}, "bounce_type": "hard"}, "message_id"),
+        ({"message_id": "m"}, "bounce_type is required"),
+    ],
+)
+def test_bad_payloads_name_the_rule(payload: dict[str, Any], field: str) -> None:
+    """The family's model refuses a payload that can never be processed, naming why."""
+    with pytest.raises(PayloadInvalid, match=re.escape(field)):
+        _request(payload)
+
+
+def test_parse_request_sources_and_case() -> None:
+    """A stored message keeps its source (smtp, else mailbox); the type is case-blind."""
+    assert _request({"tenant_id": "t", "storage_key": "k", "source": "smtp"}).source == "smtp"
+    assert _request({"tenant_id": "t", "storage_key": "k"}).source == "mailbox"
+    assert _request({"message_id": "m", "bounce_type": "Soft"}).bounce_type == "soft"
+    assert _request({"message_id": "m", "bounce_type": "Soft"}).source == "job"
 
 
 def test_outcomes() -> None:

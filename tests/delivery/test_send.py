@@ -22,7 +22,7 @@ from tests.delivery.conftest import DOMAIN, TENANT, World
 
 async def run(world: World, job: Job) -> dict[str, Any]:
     handler = create_handler(world.app)
-    result: dict[str, Any] = await handler.run(job)
+    result: dict[str, Any] = await handler.run(job, handler.parse(job.payload))
     return result
 
 

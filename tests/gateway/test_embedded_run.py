@@ -1,6 +1,13 @@
 """`mailgate run` with nothing configured: embedded PostgreSQL and Redis, /healthz within
 60 s, the seed metrics, exit 0 on SIGTERM within 35 s with no server left, same data after a
-restart. Runs the real console script in a subprocess, as a new user would."""
+restart; as root, from a virtualenv in a private (0700) directory, without changing the mode
+of anything above the data directory. Runs the real console script in a subprocess, as a
+new user would.
+
+The data directories are under a private ``/tmp/mailgate-run-*`` folder of mode 0755, not
+pytest's ``tmp_path``: pytest's base temp folder is 0700, and as root the embedded
+PostgreSQL runs as ``nobody``, which must reach the data directory (mailgate no longer
+opens up the directories above it)."""
 
 from __future__ import annotations
 
@@ -9,16 +16,31 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import aiohttp
 import asyncpg
+import pytest
 
 from gateway.embedded import EmbeddedPostgres, free_port
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """A private folder others may traverse (0755), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="mailgate-run-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _env(tmp_path: Path, http_port: int) -> dict[str, str]:
@@ -81,13 +103,69 @@ async def _stop(proc: subprocess.Popen[bytes]) -> float:
     return time.monotonic() - t0
 
 
-async def test_run_with_nothing_configured(tmp_path: Path) -> None:
+async def test_run_with_nothing_configured(run_dir: Path) -> None:
     """A fresh data dir: healthy, metrics, clean SIGTERM, no leftovers, data kept."""
     port = free_port()
-    env = _env(tmp_path, port)
-    data_dir = tmp_path / "data"
-    with (tmp_path / "run.log").open("wb") as log_file:
-        await _run_twice(env, port, data_dir, log_file, tmp_path)
+    env = _env(run_dir, port)
+    data_dir = run_dir / "data"
+    with (run_dir / "run.log").open("wb") as log_file:
+        await _run_twice(env, port, data_dir, log_file, run_dir)
+
+
+def _modes(path: Path) -> dict[str, int]:
+    return {str(p): stat.S_IMODE(p.stat().st_mode) for p in [path, *path.parents]}
+
+
+async def test_run_from_a_private_virtualenv_changes_no_mode_above_the_data_dir(
+    run_dir: Path,
+) -> None:
+    """A checkout's virtualenv in a 0700 home (as /root is): `mailgate run` comes up on the
+    embedded default (as root the server binaries are linked into the data dir, where
+    `nobody` reaches them), and no directory above the data dir changed mode."""
+    home = run_dir / "home"
+    home.mkdir(mode=0o700)
+    venv = home / "venv"
+    # A hard-linked copy of this virtualenv: pgserver's binaries now live under a 0700 dir.
+    if subprocess.run(["cp", "-al", sys.prefix, str(venv)], check=False).returncode != 0:
+        subprocess.run(["cp", "-a", sys.prefix, str(venv)], check=True)
+    before = _modes(home) | _modes(run_dir)
+    port = free_port()
+    env = _env(run_dir, port) | {"HOME": str(home)}
+    argv = [str(venv / "bin" / "python"), "-m", "gateway.cli", "run"]
+    with (run_dir / "run.log").open("wb") as log_file:
+        proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=log_file, cwd=home)
+        try:
+            await _wait_healthy(port, proc, 60)
+            assert await _wait_for(port, "/readyz", proc, 30) < 30
+            await _stop(proc)
+        finally:
+            _kill(proc)
+    assert _modes(home) | _modes(run_dir) == before
+    log_text = (run_dir / "run.log").read_text()
+    if os.geteuid() == 0:
+        assert "PostgreSQL binaries linked where the server's user can reach them" in log_text
+        assert (run_dir / "data" / "postgres" / "pginstall" / "bin" / "postgres").exists()
+    assert _server_processes(run_dir / "data") == []
+
+
+async def test_unreachable_data_dir_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    """As root, a data dir under a 0700 parent cannot be reached by the server's user:
+    `mailgate run` exits 1 with one line naming the directory and the fix, no traceback, and
+    the parent keeps its mode. (As another user the server runs as that user and starts.)"""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    env = _env(private, free_port())
+    proc = await asyncio.to_thread(
+        subprocess.run, [*_mailgate(), "run"], env=env, capture_output=True, text=True, timeout=90
+    )
+    if os.geteuid() != 0:
+        return
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("mailgate: the embedded PostgreSQL runs as 'nobody'")
+    assert "MAILGATE_DATA_DIR" in lines[0] and "Traceback" not in proc.stderr
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
 
 
 async def _run_twice(
@@ -130,8 +208,9 @@ async def _run_twice(
     assert _server_processes(data_dir) == []
 
 
-async def test_parallel_migrate_commands(tmp_path: Path) -> None:
+async def test_parallel_migrate_commands(run_dir: Path) -> None:
     """Two `mailgate migrate` at once on the embedded default: one applies, one no-ops."""
+    tmp_path = run_dir
     env = _env(tmp_path, free_port())
     procs = [
         subprocess.Popen(

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.app import App
 from gateway.jobs import DeferJob, PermanentJobError, keys
+from gateway.jobs.contracts import Payload
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
 from gateway.jobs.worker import RUNNING_ROW_AFTER_S, Worker
@@ -51,8 +52,15 @@ async def make_worker(app: App) -> AsyncIterator[Callable[..., Awaitable[Worker]
         clock: Callable[[], float] = time.time,
         worker_concurrency: int | None = None,
     ) -> Worker:
+        def runner(fn: Handler) -> Any:
+            async def run(job: Job, payload: Payload) -> Any:
+                return await fn(job)
+
+            return run
+
+        # The runtime's own tests: any payload object is fine (the base model).
         specs = {
-            family: HandlerSpec(family, fn, (concurrency or {}).get(family))
+            family: HandlerSpec(family, runner(fn), (concurrency or {}).get(family), Payload)
             for family, fn in handlers.items()
         }
         if worker_concurrency is not None:
@@ -83,7 +91,7 @@ async def test_priority_order_and_fifo(app: App, make_worker: Any) -> None:
     await app.redis.lpush("queue:email:processing", job("mid1"), job("mid2"))
     await app.redis.lpush("queue:email:processing:high", job("high1"), job("high2"))
     await app.redis.lpush("queue:bounce:process", job("bounce1"))
-    worker = await make_worker({"email:processing": record, "bounce": record}, worker_concurrency=1)
+    worker = await make_worker({"email-processing": record, "bounce": record}, worker_concurrency=1)
     await worker.run_until_empty(30)
     assert order == ["high1", "high2", "mid1", "mid2", "low1", "low2", "bounce1"]
 
@@ -446,7 +454,7 @@ async def test_a_saturated_family_does_not_wait_for_the_idle_poll(
 
     await app.redis.lpush("queue:email:processing", *[job(f"q{i}") for i in range(60)])
     worker = await make_worker(
-        {"email:processing": quick, "bounce": quick}, concurrency={"email:processing": 2}
+        {"email-processing": quick, "bounce": quick}, concurrency={"email-processing": 2}
     )
     t0 = time.monotonic()
     await worker.run_until_empty(30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from typing import Any
 
@@ -28,26 +29,28 @@ async def mailgate(settings: Settings, *args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+BOUNCE_PAYLOAD = {"message_id": "<m@x>", "bounce_type": "hard", "recipient_email": "a@b.test"}
+
+
 async def test_enqueue_fills_id_and_defaults(app: App, settings: Settings) -> None:
     """`enqueue QUEUE JSON` pushes an envelope with an id, max_attempts 5, attempt_count 0."""
-    code, out, _ = await mailgate(settings, "enqueue", "queue:bounce:process", '{"x": 1}')
-    assert code == 0
+    body = json.dumps(BOUNCE_PAYLOAD)
+    code, out, err = await mailgate(settings, "enqueue", "queue:bounce:process", body)
+    assert code == 0, err
     job = json.loads(await app.redis.lindex("queue:bounce:process", 0))
     assert job["id"] == out.strip()
-    assert job["payload"] == {"x": 1}
+    assert job["payload"] == BOUNCE_PAYLOAD
     assert job["max_attempts"] == 5 and job["attempt_count"] == 0
     assert job["queue_name"] == "queue:bounce:process"
-    code, _, _ = await mailgate(settings, "enqueue", "queue:nosuch", "{}")
-    assert code == 2
 
 
 async def test_enqueue_an_envelope_from_a_file(app: App, settings: Settings, tmp_path: Any) -> None:
-    """`enqueue QUEUE @file` keeps the given id and unknown fields."""
+    """`enqueue QUEUE @file` keeps the given id and unknown envelope fields."""
     path = tmp_path / "job.json"
-    path.write_text(json.dumps({"id": "given", "payload": {"a": 1}, "trace": "t-1"}))
-    code, out, _ = await mailgate(settings, "enqueue", "queue:webhook:process", f"@{path}")
-    assert code == 0 and out.strip() == "given"
-    job = json.loads(await app.redis.lindex("queue:webhook:process", 0))
+    path.write_text(json.dumps({"id": "given", "payload": BOUNCE_PAYLOAD, "trace": "t-1"}))
+    code, out, err = await mailgate(settings, "enqueue", "queue:bounce:process", f"@{path}")
+    assert code == 0 and out.strip() == "given", err
+    job = json.loads(await app.redis.lindex("queue:bounce:process", 0))
     assert job["trace"] == "t-1" and job["max_attempts"] == 5
 
 
@@ -67,7 +70,11 @@ async def test_queues_and_dlq_retry_and_purge(app: App, settings: Settings) -> N
     await app.redis.lpush("queue:email-sending", b"{}", b"{}")
     code, out, _ = await mailgate(settings, "queues", "--json")
     depths = json.loads(out)
-    assert depths["queue:email-sending"] == 2 and depths[keys.DEAD] == 2
+    assert depths["queues"]["queue:email-sending"] == {"waiting": 2, "consumed": True}
+    assert depths["queues"]["queue:warmup:process"]["consumed"] is False
+    assert depths["dead"] == 2
+    code, out, _ = await mailgate(settings, "queues")
+    assert re.search(r"queue:warmup:process\s+0\s+\(no installed handler\)", out)
     code, out, _ = await mailgate(settings, "dlq", "retry", "dead1")
     assert code == 0 and "retried 1" in out
     revived = json.loads(await app.redis.lindex("queue:warmup:process", 0))
@@ -112,3 +119,21 @@ async def test_workers_lists_live_workers(app: App, settings: Settings) -> None:
     live = json.loads(out)
     assert [w["worker_id"] for w in live] == ["w-live"]
     assert live[0]["jobs_processed"] == "3"
+
+
+async def test_workers_exits_1_when_none_is_alive(app: App, settings: Settings) -> None:
+    """On an empty Redis `workers` says so and exits 1: usable as a health check."""
+    code, out, _ = await mailgate(settings, "workers")
+    assert code == 1 and out.strip() == "no live worker (start one with `mailgate run`)"
+    code, out, _ = await mailgate(settings, "workers", "--json")
+    assert code == 1 and json.loads(out) == []
+
+
+async def test_empty_lists_say_so(app: App, settings: Settings) -> None:
+    """An empty dead-letter queue and an empty job table are said in words."""
+    code, out, _ = await mailgate(settings, "dlq", "list")
+    assert code == 0 and out.strip() == "dead-letter queue is empty"
+    code, out, _ = await mailgate(settings, "jobs", "list")
+    assert code == 0 and out.strip() == "no jobs recorded yet"
+    code, out, _ = await mailgate(settings, "jobs", "list", "--status", "failed")
+    assert out.strip() == "no jobs with status failed"

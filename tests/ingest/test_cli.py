@@ -63,7 +63,7 @@ async def test_accounts_commands(
         settings, "add", *common, "--address", box.address, "--imap-port", str(dovecot.port),
         "--password-env", "PW", PW="x",
     )  # fmt: skip
-    assert dup.returncode == 1 and "already has a mailbox" in dup.stdout
+    assert dup.returncode == 1 and "already has a mailbox" in dup.stderr
 
     dead = _cli(
         settings, "add", *common, "--address", "dead@ingest.test", "--imap-port",
@@ -80,3 +80,48 @@ async def test_accounts_commands(
     assert _cli(settings, "remove", "--tenant", "t1", account_id).returncode == 0
     assert _cli(settings, "remove", "--tenant", "t1", account_id).returncode == 1
     assert await app.db.fetchval("SELECT count(*) FROM email_accounts") == 1
+
+
+async def test_accounts_with_smtp_add_update_and_list(
+    app: App, settings: Settings, tmp_path: Path
+) -> None:
+    """--smtp-* options: the SMTP password is sealed like the IMAP one, `update` changes
+    only what it is given, `list` shows both endpoints and never a secret."""
+    secret = tmp_path / "smtp-pw"
+    secret.write_text("smtp-s3cret\n")
+    added = _cli(
+        settings, "add", "--tenant", "t1", "--address", "out@ingest.test",
+        "--smtp-host", "smtp.ingest.test", "--smtp-port", "587",
+        "--smtp-password-file", str(secret),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    account_id = added.stdout.strip()
+    row = await app.db.fetchrow("SELECT * FROM email_accounts WHERE id = $1", account_id)
+    assert row["imap_host"] is None and row["smtp_host"] == "smtp.ingest.test"
+    assert row["smtp_username"] == "out@ingest.test"
+    assert b"smtp-s3cret" not in bytes(row["smtp_password_enc"])
+    assert CredentialBox(app.secret_key).open(bytes(row["smtp_password_enc"])) == "smtp-s3cret"
+
+    updated = _cli(
+        settings, "update", "--tenant", "t1", "out@ingest.test", "--smtp-security", "tls",
+        "--smtp-port", "465", "--smtp-password-env", "NEWPW", NEWPW="rotated-pw",
+    )  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    row = await app.db.fetchrow("SELECT * FROM email_accounts WHERE id = $1", account_id)
+    assert (row["smtp_host"], row["smtp_port"], row["smtp_security"]) == (
+        "smtp.ingest.test", 465, "tls",
+    )  # fmt: skip
+    assert CredentialBox(app.secret_key).open(bytes(row["smtp_password_enc"])) == "rotated-pw"
+
+    listed = _cli(settings, "list", "--tenant", "t1")
+    assert "smtp.ingest.test:465/tls" in listed.stdout
+    for result in (added, updated, listed):
+        assert "smtp-s3cret" not in result.stdout + result.stderr
+        assert "rotated-pw" not in result.stdout + result.stderr
+
+    bad = _cli(settings, "update", "--tenant", "t1", "out@ingest.test", "--smtp-port", "0")
+    assert bad.returncode == 2 and "--smtp-port 0 is out of range" in bad.stderr
+    missing = _cli(settings, "update", "--tenant", "t1", "nobody@x.test", "--smtp-port", "25")
+    assert missing.returncode == 1 and "has no mailbox 'nobody@x.test'" in missing.stderr
+    empty = _cli(settings, "list", "--tenant", "t9")
+    assert empty.stdout.strip().startswith("no mailboxes for tenant t9")
