@@ -3,6 +3,8 @@ rendering and DKIM signing (verified with dkimpy)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import dkim
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -19,9 +21,10 @@ from delivery.dkimsign import (
     split_headers,
 )
 from delivery.errors import PayloadError, RenderError
-from delivery.payload import parse_request
+from delivery.payload import SendRequest, parse_request
 from delivery.render import Rendered, Renderer
 from delivery.reply import SmtpReply, classify, retry_hint_s
+from gateway.jobs.contracts import EMAIL_SENDING, PayloadInvalid, family_of
 from tests.delivery.conftest import pem_of
 
 
@@ -59,19 +62,25 @@ def test_reply_parser_never_raises(code: int, text: str) -> None:
     assert classify(reply).result in ("sent", "retry", "failed")
 
 
+def _request(payload: dict[str, Any]) -> SendRequest:
+    return parse_request(family_of(EMAIL_SENDING).validate(payload))
+
+
 def test_payload_shapes_and_errors() -> None:
-    """Both seed payload shapes parse; a bad recipient or a missing one is a PayloadError."""
-    a = parse_request(
+    """Both seed payload shapes parse; a recipient that cannot go on the wire is a
+    PayloadError, a missing one is refused by the family's model."""
+    a = _request(
         {"campaign_id": "c", "email_template": "t", "personalizations": {"email": "x@y.org"}}
     )
-    b = parse_request(
+    b = _request(
         {"tenant_id": "t", "template_id": "t", "recipient": {"email": "x@y.org", "name": "X"}}
     )
     assert a.recipient_email == b.recipient_email == "x@y.org" and b.recipient_name == "X"
+    assert a.template_id == "t" and a.campaign_id == "c" and a.variables == {"email": "x@y.org"}
     with pytest.raises(PayloadError, match="recipient"):
-        parse_request({"tenant_id": "t", "template_id": "t", "recipient": "x@y.org\r\nBcc: z@q"})
-    with pytest.raises(PayloadError):
-        parse_request({"campaign_id": "c", "personalizations": {}})
+        _request({"tenant_id": "t", "template_id": "t", "recipient": "x@y.org\r\nBcc: z@q"})
+    with pytest.raises(PayloadInvalid, match=r"personalizations\.email"):
+        _request({"campaign_id": "c", "personalizations": {}})
 
 
 def test_render_is_sandboxed_and_strict() -> None:
