@@ -34,11 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiosmtpd.smtp import SMTP
 
+from bounces.intake import Intake
 from bounces.listener import Listener
+from bounces.metrics import METRICS
 from bounces.processing import create_handler
 from gateway.app import App, Urls, open_app
 from gateway.embedded import EmbeddedServers
 from gateway.jobs.worker import Worker
+from gateway.services import Services
 from gateway.settings import load_settings
 from gateway.storage import connect, migrate
 from tests.peers.smtpsink import smtp_source_path
@@ -130,10 +133,10 @@ async def blast(port: int, files: list[Path], messages: int, sessions: int) -> d
     }
 
 
-async def bench_processing(app: App) -> dict[str, float]:
+async def bench_processing(app: App, services: Services) -> dict[str, float]:
     """(c) the bounce handler draining the jobs the listener queued."""
     queued = int(await app.redis.llen("queue:bounce:process"))
-    worker = Worker(app, {"bounce": create_handler(app)}, rng=random.Random(1))
+    worker = Worker(app, {"bounce": create_handler(app, services)}, rng=random.Random(1))
     t0 = time.perf_counter()
     await worker.start()
     try:
@@ -174,7 +177,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         async with open_app(settings, Urls(db_url, redis_url)) as app:
             await app.redis.flushdb()
             bare_server, bare_port = await start_bare()
-            listener = Listener(app)
+            services = Services(app)
+            listener = Listener(app, Intake(app), services.get(METRICS))
             await listener.start()
             try:
                 for port in (bare_port, listener.port):  # warm-up: connections, caches
@@ -213,7 +217,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 f"server CPU per message (median): bare {cpu_bare:.0f} us, listener "
                 f"{cpu_full:.0f} us; CPU ratio bare/listener = {cpu_bare / cpu_full:.2f}"
             )
-            processing = await bench_processing(app)
+            processing = await bench_processing(app, services)
             print(f"(c) bounce handler, classify + attribute: {processing['per_s']:8.0f} jobs/s")
         return {
             "bare_msgs_per_s": round(bare["per_s"]),

@@ -45,13 +45,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from delivery.dkimsign import DkimKey
 from delivery.jobs import create_handler
-from delivery.service import close_sender, sender_for
+from delivery.service import SENDER
 from gateway.app import App, Urls, open_app
 from gateway.daemon import settle_heap
 from gateway.embedded import EmbeddedServers
 from gateway.jobs.envelope import new_job
 from gateway.jobs.worker import Worker
 from gateway.secretkey import CredentialBox
+from gateway.services import Services
 from gateway.settings import Settings, load_settings
 from gateway.storage import connect, migrate
 from tests.peers.smtpsink import smtp_sink, smtp_source_path
@@ -219,6 +220,7 @@ async def bench_mailgate(
         cpu: dict[str, float] = {}
         helpers_s = 0.0
         async with open_app(settings, urls) as app:
+            services = Services(app)
             record = await seed(app, sink.port, pem, algorithm)
             await push_jobs(app, n, lambda i: f"d{i % 100}.example.org", f"{algorithm}-")
             if processes:
@@ -229,11 +231,11 @@ async def bench_mailgate(
                 )
                 elapsed = float(elapsed) * n / max(n - 1, 1)
             else:
-                worker = Worker(app, {"email-sending": create_handler(app)})
+                worker = Worker(app, {"email-sending": create_handler(app, services)})
                 # A running daemon has its DKIM signer process up: its start (an interpreter
                 # and its imports, ~0.1 s) is start-up, not sending. Reported apart.
                 t_start = time.perf_counter()
-                await sender_for(app).helpers_started()
+                await services.get(SENDER).helpers_started()
                 helpers_s = time.perf_counter() - t_start
                 settle_heap()  # as the daemon does once started (its cost is start-up too)
                 before = cpu_by_process()
@@ -246,7 +248,7 @@ async def bench_mailgate(
             sent = await app.db.fetchval(
                 "SELECT count(*) FROM email_deliveries WHERE status = 'sent'"
             )
-            await close_sender(app)
+            await services.aclose()
         messages = split_dump(dump / "d" / "dump")
         ids = [re.search(rb"(?im)^Message-ID: (<[^>]+>)", m) for m in messages]
         distinct = {x.group(1) for x in ids if x}
@@ -323,12 +325,13 @@ async def drain_child(db_url: str, redis_url: str, tmp: str) -> None:
     """One worker process (as one ``mailgate run`` would run it) until the queue is empty."""
     settings = bench_settings(db_url, redis_url, str(Path(tmp).parent))
     async with open_app(settings, Urls(db_url, redis_url)) as app:
-        worker = Worker(app, {"email-sending": create_handler(app)})
+        services = Services(app)
+        worker = Worker(app, {"email-sending": create_handler(app, services)})
         await worker.start()
         settle_heap()
         await worker.run_until_empty(timeout_s=600)
         await worker.stop(asyncio.get_running_loop().time() + 10)
-        await close_sender(app)
+        await services.aclose()
 
 
 # -- (d) three processes under a domain limit --------------------------------------------------
@@ -337,12 +340,13 @@ async def drain_child(db_url: str, redis_url: str, tmp: str) -> None:
 async def child(db_url: str, redis_url: str, seconds: float, tmp: str) -> None:
     settings = bench_settings(db_url, redis_url, tmp, limits="limited.example=600/0")
     async with open_app(settings, Urls(db_url, redis_url)) as app:
-        worker = Worker(app, {"email-sending": create_handler(app)})
+        services = Services(app)
+        worker = Worker(app, {"email-sending": create_handler(app, services)})
         await worker.start()
         settle_heap()
         await asyncio.sleep(seconds)
         await worker.stop(asyncio.get_running_loop().time() + 5)
-        await close_sender(app)
+        await services.aclose()
 
 
 async def bench_limited(

@@ -35,6 +35,7 @@ from gateway.jobs.contracts import WarmupPayload
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
 from gateway.jobs.worker import Worker
+from gateway.services import Services
 from gateway.settings import load_settings
 from gateway.storage import connect, migrate
 from ingest.jobs import create_handler
@@ -139,7 +140,7 @@ async def bench_worker(app: App, n: int, latency_samples: int) -> dict[str, floa
 async def bench_emails(app: App, n: int) -> dict[str, float]:
     """(c) the incoming-email handler with 3 KB messages."""
     await reset(app)
-    spec = create_handler(app)
+    spec = create_handler(app, Services(app))
     jobs = [envelope(email_payload(i, size=3000), id=f"e{i}") for i in range(n)]
     for i in range(0, n, 2000):
         await app.redis.lpush("queue:email:processing", *jobs[i : i + 2000])

@@ -16,7 +16,9 @@ import logging
 from bounces.errors import BounceError
 from bounces.intake import Intake
 from bounces.listener import Listener
+from bounces.metrics import METRICS
 from gateway.app import App
+from gateway.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +27,12 @@ class BounceComponent:
     """Listener plus requeue sweep."""
 
     name = "bounces"
+    needs = (METRICS,)
 
-    def __init__(self, app: App):
+    def __init__(self, app: App, services: Services):
         self.app = app
         self.intake = Intake(app)
-        self.listener = Listener(app, self.intake)
+        self.listener = Listener(app, self.intake, services.get(METRICS))
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -57,5 +60,5 @@ class BounceComponent:
         return self.listener.serving
 
 
-def create(app: App) -> BounceComponent:
-    return BounceComponent(app)
+def create(app: App, services: Services) -> BounceComponent:
+    return BounceComponent(app, services)

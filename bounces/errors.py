@@ -49,7 +49,9 @@ def translate_storage(exc: BaseException) -> BounceError:
         return exc
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return StorageUnavailable(f"postgresql: {type(exc).__name__}")
-    if isinstance(exc, OSError | TimeoutError):
+    if isinstance(exc, TimeoutError):
+        return StorageUnavailable("postgresql: timed out")
+    if isinstance(exc, OSError):
         return StorageUnavailable(f"postgresql unreachable: {type(exc).__name__}")
     return StorageUnavailable(f"postgresql: unexpected {type(exc).__name__}")
 
@@ -60,6 +62,8 @@ def translate_queue(exc: BaseException) -> BounceError:
         return exc
     if isinstance(exc, redis.exceptions.RedisError):
         return QueueUnavailable(f"redis: {type(exc).__name__}")
-    if isinstance(exc, OSError | TimeoutError):
+    if isinstance(exc, TimeoutError):
+        return QueueUnavailable("redis: timed out")
+    if isinstance(exc, OSError):
         return QueueUnavailable(f"redis unreachable: {type(exc).__name__}")
     return QueueUnavailable(f"redis: unexpected {type(exc).__name__}")

@@ -20,7 +20,6 @@ and records the kind it really is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,10 +27,12 @@ from typing import Any
 
 import asyncpg
 
-from bounces.errors import StorageUnavailable, translate_queue, translate_storage
+from bounces.errors import BounceError, StorageUnavailable, translate_queue, translate_storage
 from bounces.smtp_policy import dedupe_key
 from gateway.app import App
+from gateway.groupcommit import GroupCommit
 from gateway.jobs.contracts import BOUNCE, BouncePayload, encode_job
+from gateway.messagekind import HEADERS, Kind, classify_kind, lookup
 from gateway.messages import MessageRecord, store_message
 from gateway.storage import is_transient
 from gateway.verp import Verp, VerpResult
@@ -39,7 +40,8 @@ from gateway.verp import Verp, VerpResult
 log = logging.getLogger(__name__)
 
 UNATTRIBUTED_TENANT = "_unattributed"
-_HEADER_FIELDS = ("From", "To", "Subject", "Message-ID", "Date", "Auto-Submitted", "Content-Type")
+# What the listener stores before the 250, plus what the message-kind classifier reads.
+_HEADER_FIELDS = tuple(dict.fromkeys(("From", "To", "Subject", "Message-ID", "Date", *HEADERS)))
 _MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -125,15 +127,10 @@ def provisional_type(headers: dict[str, str]) -> str:
     """The message type the headers announce: what is stored before the 250, until
     processing has classified the message. Mail to the bounce domain without a sign
     is taken for a (non-standard) bounce."""
-    content_type = headers.get("Content-Type", "").lower()
-    if "feedback-report" in content_type:
-        return "complaint"
-    if "delivery-status" in content_type:
-        return "bounce"
-    auto = headers.get("Auto-Submitted", "").strip().lower()
-    if auto.startswith("auto-replied"):
-        return "auto_reply"
-    return "bounce"
+    kind = classify_kind(lookup(headers))
+    if kind in (Kind.COMPLAINT, Kind.AUTO_REPLY):
+        return kind.value
+    return Kind.BOUNCE.value
 
 
 def bounce_job(tenant_id: str, storage_key: str) -> bytes:
@@ -153,6 +150,11 @@ ON CONFLICT (storage_key) DO UPDATE SET enqueued_at = now()
 """
 
 
+def _one_messages_fault(exc: BaseException) -> bool:
+    """A statement error (not an outage) may be one message's: store each alone."""
+    return isinstance(exc, asyncpg.PostgresError) and not is_transient(exc)
+
+
 @dataclass
 class _Pending:
     """One message waiting for the next group commit."""
@@ -162,37 +164,43 @@ class _Pending:
     checks: list[tuple[str, VerpResult]]
     headers: dict[str, str]
     key: str
-    future: asyncio.Future[list[tuple[str, str]]]
-
-    def resolve(self, result: list[tuple[str, str]] | BaseException) -> None:
-        if self.future.done():  # the session gave up waiting (timeout, hang-up)
-            return
-        if isinstance(result, BaseException):
-            self.future.set_exception(result)
-        else:
-            self.future.set_result(result)
 
 
 class Intake:
     """Commit-then-queue for the listener; see the module docstring.
 
-    Group commit: messages that arrive while a commit is running wait for the next one,
-    which stores them all in ONE transaction (should one message make a statement fail, the
-    batch is stored again one by one so that it fails alone) and queues their jobs with ONE
-    ``LPUSH``; ``committers`` such commits may run at once. Each session still gets its own
+    Group commit (:class:`~gateway.groupcommit.GroupCommit`): messages that arrive while a
+    commit is running wait for the next one, which stores them all in ONE transaction
+    (should one message make a statement fail, the batch is stored again one by one so that
+    it fails alone) and queues their jobs with ONE ``LPUSH``; ``committers`` such commits may
+    run at once, each at most ``max_batch`` messages and ``max_batch_bytes`` bytes (a
+    message larger than that commits alone). Each session still gets its own
     answer, and only after its message is committed and queued. Under load this shares the
     commit's fsync and round trips among up to ``max_batch`` messages; at low load a batch is
     a single message and nothing waits.
     """
 
-    def __init__(self, app: App, max_batch: int = 64, committers: int = 4):
+    def __init__(
+        self,
+        app: App,
+        max_batch: int = 64,
+        committers: int = 4,
+        max_batch_bytes: int = 16 * 1024 * 1024,
+    ):
         self.app = app
         self.verp = Verp(app.secret_key)
         self.timeout_s = app.settings.smtp_commit_timeout_s
-        self.max_batch = max_batch
-        self._pending: list[_Pending] = []
-        self.committers = committers
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._group: GroupCommit[_Pending, list[tuple[str, str]]] = GroupCommit(
+            "bounce-intake",
+            self._commit,
+            one=self._commit_one,
+            concurrency=committers,
+            max_items=max_batch,
+            max_bytes=max_batch_bytes,
+            size=lambda item: len(item.raw),
+            isolate=_one_messages_fault,
+            interrupted=lambda: StorageUnavailable("shutting down"),
+        )
 
     async def accept(self, envelope: SmtpEnvelope, raw: bytes) -> list[tuple[str, str]]:
         """Store ``raw`` and queue its processing; returns (tenant, storage key) pairs.
@@ -207,98 +215,45 @@ class Intake:
             checks,
             header_summary(raw),
             dedupe_key(envelope.mail_from, envelope.rcpt_tos, raw),
-            asyncio.get_running_loop().create_future(),
         )
-        self._pending.append(item)
-        if len(self._flushers) < self.committers:
-            task = asyncio.create_task(self._flush_loop(), name="bounce-intake-commit")
-            self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await item.future
+                return await self._group.submit(item)
         except TimeoutError as exc:
             raise StorageUnavailable("commit timed out") from exc
+        except BounceError:
+            raise
+        except Exception as exc:
+            error = translate_storage(exc)
+            log.warning("bounce intake: message not stored: %s", error)
+            raise error from exc
 
     @property
     def busy(self) -> bool:
         """True while messages wait for, or are in, a commit."""
-        return bool(self._pending or self._flushers)
+        return self._group.busy
 
     async def close(self) -> None:
         """Stop committing; whatever still waits gets StorageUnavailable (the peer: 451)."""
-        flushers = list(self._flushers)
-        for task in flushers:
-            task.cancel()
-        for task in flushers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for item in self._pending:
-            item.resolve(StorageUnavailable("shutting down"))
-        self._pending.clear()
+        await self._group.close()
 
-    async def _flush_loop(self) -> None:
-        batch: list[_Pending] = []
-        try:
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                await self._commit(batch)
-                batch = []
-        except BaseException:
-            for item in batch:
-                item.resolve(StorageUnavailable("commit interrupted"))
-            raise
+    async def _commit_one(self, item: _Pending) -> list[tuple[str, str]]:
+        return (await self._commit([item]))[0]
 
-    async def _commit(self, batch: list[_Pending]) -> None:
-        """Store a batch (one transaction), then queue its jobs (one LPUSH); every item
-        is resolved with its result or its error. Never raises."""
-        results: dict[int, list[tuple[str, str]]] = {}
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                results = await self._store_batch(batch)
-        except Exception as exc:  # noqa: BLE001 - translated here; every waiter gets an answer
-            error = translate_storage(exc)
-            log.warning("bounce intake: batch of %d not stored: %s", len(batch), error)
-            for item in batch:
-                item.resolve(error)
-            return
-        stored = [item for i, item in enumerate(batch) if i in results]
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                jobs = [
-                    bounce_job(tenant, key) for i in sorted(results) for tenant, key in results[i]
-                ]
-                if jobs:
-                    await self.app.redis.lpush(BOUNCE, *jobs)
-        except Exception as exc:  # noqa: BLE001 - translated here; every waiter gets an answer
-            queue_error = translate_queue(exc)
-            for item in stored:
-                item.resolve(queue_error)
-            return
-        for i, item in enumerate(batch):
-            if i in results:
-                item.resolve(results[i])
-
-    async def _store_batch(self, batch: list[_Pending]) -> dict[int, list[tuple[str, str]]]:
-        """Store ``batch`` in one transaction. Should one message make a statement fail
-        (not an outage), store each alone so that only that one fails (resolved with its
-        error here and left out of the result)."""
-        try:
-            return await self._store_all(batch)
-        except asyncpg.PostgresError as exc:
-            if is_transient(exc) or len(batch) == 1:
-                raise
-            log.warning("bounce intake: batch failed (%s), storing one by one", exc)
-        results: dict[int, list[tuple[str, str]]] = {}
-        for i, item in enumerate(batch):
+    async def _commit(self, batch: list[_Pending]) -> list[list[tuple[str, str]]]:
+        """Store a batch (one transaction), then queue its jobs (one LPUSH). Storage errors
+        propagate as they are (the group commit decides whether one message is at fault);
+        a queue failure is a :class:`QueueUnavailable` for every message of the batch."""
+        async with asyncio.timeout(self.timeout_s):
+            stored = await self._store_all(batch)
+        results = [stored[i] for i in range(len(batch))]
+        jobs = [bounce_job(tenant, key) for pairs in results for tenant, key in pairs]
+        if jobs:
             try:
-                results[i] = (await self._store_all([item]))[0]
-            except asyncpg.PostgresError as exc:
-                if is_transient(exc):
-                    raise
-                log.error("bounce intake: message not stored: %s", exc)
-                item.resolve(translate_storage(exc))
+                async with asyncio.timeout(self.timeout_s):
+                    await self.app.redis.lpush(BOUNCE, *jobs)
+            except Exception as exc:
+                raise translate_queue(exc) from exc
         return results
 
     async def _store_all(self, batch: list[_Pending]) -> dict[int, list[tuple[str, str]]]:

@@ -31,7 +31,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bounces.errors import BounceError
 from bounces.intake import Intake, SmtpEnvelope
-from bounces.metrics import BounceMetrics, bounce_metrics
+from bounces.metrics import BounceMetrics
 from bounces.smtp_policy import (
     COMMAND_LIMITS,
     ConnectionGate,
@@ -239,14 +239,14 @@ class BounceSMTP(SMTP):
 class Listener:
     """The bounce listener's server: start, serve, drain on stop."""
 
-    def __init__(self, app: App, intake: Intake | None = None):
+    def __init__(self, app: App, intake: Intake, metrics: BounceMetrics):
         self.app = app
         self.settings = app.settings
         self.limits = Limits.from_settings(app.settings)
         self.policy = RecipientPolicy(app.settings.bounce_domains, self.limits)
         self.gate = ConnectionGate(self.limits)
-        self.metrics: BounceMetrics = bounce_metrics(app)
-        self.intake = intake or Intake(app)
+        self.metrics: BounceMetrics = metrics
+        self.intake = intake
         self.hostname = app.settings.smtp_hostname or socket.gethostname()
         self.tls = tls_context(app.settings)
         self.hooks = _Hooks(self)

@@ -1,8 +1,8 @@
-"""The bounce package's Prometheus metrics, created once per process registry.
+"""The bounce package's Prometheus metrics, one set per process.
 
 The listener component and the bounce job handler are built separately (one by the
-daemon, one by the worker), but share one :class:`~gateway.app.App`: the metrics are made
-on first use and kept in ``app.extras`` so both update the same counters.
+daemon, one by the worker); both name the :data:`METRICS` service, so they update the same
+counters (a registry takes each metric name once).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from gateway.app import App
-
-_EXTRAS_KEY = "bounces.metrics"
+from gateway.services import Service, Services
 
 
 @dataclass(frozen=True)
@@ -24,13 +23,10 @@ class BounceMetrics:
     unattributed: Counter
 
 
-def bounce_metrics(app: App) -> BounceMetrics:
-    """The metrics of ``app``'s registry (made on first call)."""
-    existing = app.extras.get(_EXTRAS_KEY)
-    if isinstance(existing, BounceMetrics):
-        return existing
+def _build(app: App, services: Services) -> BounceMetrics:
+    """The metrics on ``app``'s registry."""
     r = app.metrics.registry
-    made = BounceMetrics(
+    return BounceMetrics(
         bounces=Counter(
             "bounces_total",
             "Reports processed and attributed to a delivery, by kind (dsn, delayed, "
@@ -60,5 +56,6 @@ def bounce_metrics(app: App) -> BounceMetrics:
             registry=r,
         ),
     )
-    app.extras[_EXTRAS_KEY] = made
-    return made
+
+
+METRICS: Service[BounceMetrics] = Service("bounces.metrics", _build)

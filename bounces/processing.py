@@ -45,13 +45,14 @@ import asyncpg
 from bounces.classify import classify
 from bounces.errors import BadBounceJob, translate_storage
 from bounces.intake import UNATTRIBUTED_TENANT
-from bounces.metrics import BounceMetrics, bounce_metrics
+from bounces.metrics import METRICS, BounceMetrics
 from bounces.model import REASONS, BounceResult
 from gateway.app import App
 from gateway.jobs.contracts import BouncePayload
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
 from gateway.logs import bind
+from gateway.services import Services
 from gateway.verp import Verp
 
 log = logging.getLogger(__name__)
@@ -238,12 +239,12 @@ def _delivery(row: asyncpg.Record) -> Delivery:
 class BounceProcessor:
     """Runs bounce jobs against one app (pool, settings, metrics)."""
 
-    def __init__(self, app: App):
+    def __init__(self, app: App, metrics: BounceMetrics):
         self.app = app
         self.settings = app.settings
         self.verp = Verp(app.secret_key)
         self.domains = frozenset(app.settings.bounce_domains)
-        self.metrics: BounceMetrics = bounce_metrics(app)
+        self.metrics: BounceMetrics = metrics
 
     async def run(self, job: Job, payload: BouncePayload) -> dict[str, Any]:
         request = parse_request(payload)
@@ -613,7 +614,7 @@ def _event_payload(request: BounceRequest, report: _Report, outcome: str) -> dic
     }
 
 
-def create_handler(app: App) -> HandlerSpec:
+def create_handler(app: App, services: Services) -> HandlerSpec:
     """Entry point (group ``mailgate.handlers``): the handler of family ``bounce``."""
-    processor = BounceProcessor(app)
+    processor = BounceProcessor(app, services.get(METRICS))
     return HandlerSpec(family="bounce", run=processor.run)

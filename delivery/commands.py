@@ -18,10 +18,11 @@ from delivery.compose import Envelope, check_address, compose, domain_of, messag
 from delivery.dkimsign import sign_message
 from delivery.errors import DeliveryError
 from delivery.render import Rendered, Renderer
-from delivery.service import Sender
+from delivery.service import SENDER
 from gateway.app import App
 from gateway.cli import run_with_app, settings_from_args
 from gateway.errors import CliError
+from gateway.services import Services
 
 
 def _variables(items: list[str]) -> dict[str, str]:
@@ -35,7 +36,8 @@ def _variables(items: list[str]) -> dict[str, str]:
 
 
 async def send_one(app: App, args: argparse.Namespace) -> int:
-    sender = Sender(app)
+    services = Services(app)
+    sender = services.get(SENDER)
     try:
         account = await sender.contexts.account(args.tenant, args.account)
         to = check_address(args.to, "--to")
@@ -74,7 +76,7 @@ async def send_one(app: App, args: argparse.Namespace) -> int:
         print(f"mailgate: {exc}", file=sys.stderr)
         return 1
     finally:
-        await sender.aclose()
+        await services.aclose()
     print(f"<~  {reply}")
     return 0 if 200 <= reply.code < 300 else 1
 

@@ -7,16 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from delivery.errors import PermanentError
-from delivery.service import sender_for
+from delivery.service import SENDER
 from gateway.app import App
 from gateway.jobs import PermanentJobError
 from gateway.jobs.contracts import EmailSendPayload
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
+from gateway.services import Services
 
 
-def create_handler(app: App) -> HandlerSpec:
-    sender = sender_for(app)
+def create_handler(app: App, services: Services) -> HandlerSpec:
+    sender = services.get(SENDER)
     sender.start_helpers()
 
     async def run(job: Job, payload: EmailSendPayload) -> dict[str, Any]:

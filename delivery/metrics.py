@@ -1,4 +1,4 @@
-"""Prometheus metrics of delivery, created once per registry (several handlers, one set)."""
+"""Prometheus metrics of delivery: the :data:`METRICS` service, one set per process."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.app import App
+from gateway.services import Service, Services
 
 SEND_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_EXTRA_KEY = "delivery.metrics"
 
 
 @dataclass(frozen=True)
@@ -20,13 +20,10 @@ class DeliveryMetrics:
     pool_connections: Gauge
 
 
-def delivery_metrics(app: App) -> DeliveryMetrics:
-    """The delivery metrics on ``app``'s registry (made on first use)."""
-    found = app.extras.get(_EXTRA_KEY)
-    if isinstance(found, DeliveryMetrics):
-        return found
+def _build(app: App, services: Services) -> DeliveryMetrics:
+    """The delivery metrics on ``app``'s registry."""
     r = app.metrics.registry
-    made = DeliveryMetrics(
+    return DeliveryMetrics(
         deliveries=Counter(
             "smtp_deliveries_total",
             "Send attempts by result class: sent, deferred (4xx/transport), failed (5xx), "
@@ -50,5 +47,6 @@ def delivery_metrics(app: App) -> DeliveryMetrics:
             "smtp_pool_connections", "Open pooled SMTP connections in this process.", registry=r
         ),
     )
-    app.extras[_EXTRA_KEY] = made
-    return made
+
+
+METRICS: Service[DeliveryMetrics] = Service("delivery.metrics", _build)

@@ -40,7 +40,7 @@ from typing import Any
 from delivery.compose import Envelope, compose, domain_of, message_id_for
 from delivery.dkimsign import DkimKey, DkimKeyError, sign_message_offloaded
 from delivery.errors import PayloadError, RouteError, TransportError
-from delivery.metrics import delivery_metrics
+from delivery.metrics import METRICS, DeliveryMetrics
 from delivery.payload import SendRequest, parse_request
 from delivery.pool import Endpoint, SmtpPool
 from delivery.ratelimit import Admission, RateLimiter, Window
@@ -54,12 +54,12 @@ from gateway.jobs.contracts import BOUNCE, BouncePayload, EmailSendPayload, enco
 from gateway.jobs.envelope import Job
 from gateway.logs import bind
 from gateway.secretkey import CredentialBox
+from gateway.services import Service, Services
 from gateway.verp import Verp
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
-_EXTRA_KEY = "delivery.sender"
 
 
 class SendDeferred(Exception):
@@ -118,7 +118,9 @@ class Outcome:
 class Sender:
     """Everything one process needs to send: stores, renderer, limiter, pool, keys."""
 
-    def __init__(self, app: App, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, app: App, metrics: DeliveryMetrics, *, clock: Callable[[], float] = time.time
+    ):
         s = app.settings
         self.app = app
         self.settings = s
@@ -143,7 +145,7 @@ class Sender:
         )
         self.file_keys = load_file_keys(s.delivery_dkim_keys)
         self.domain_limits = parse_domain_limits(s.delivery_domain_limits)
-        self.metrics = delivery_metrics(app)
+        self.metrics = metrics
         self.metrics.pool_connections.set_function(lambda: self.pool.open_connections)
         self._db_keys: dict[bytes, DkimKey] = {}
         # RSA signatures in a helper process (started with the first one): see signer.py.
@@ -508,20 +510,12 @@ def _seconds_to_midnight(now: float) -> float:
     return max(1.0, (tomorrow - today).total_seconds())
 
 
-def sender_for(app: App) -> Sender:
-    """The process's one :class:`Sender` on ``app`` (made on first use)."""
-    found = app.extras.get(_EXTRA_KEY)
-    if isinstance(found, Sender):
-        return found
-    made = Sender(app)
-    app.extras[_EXTRA_KEY] = made
-    return made
+def _build_sender(app: App, services: Services) -> Sender:
+    return Sender(app, services.get(METRICS))
 
 
-async def close_sender(app: App) -> None:
-    found = app.extras.pop(_EXTRA_KEY, None)
-    if isinstance(found, Sender):
-        await found.aclose()
+# The process's one Sender: the handler sends through it, the delivery component starts
+# its helpers, and the daemon closes it (pool and signer) after the worker has drained.
+SENDER: Service[Sender] = Service("delivery.sender", _build_sender, close=Sender.aclose)
 
-
-__all__ = ["Outcome", "SendDeferred", "Sender", "close_sender", "sender_for"]
+__all__ = ["SENDER", "Outcome", "SendDeferred", "Sender"]

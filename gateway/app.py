@@ -1,7 +1,9 @@
 """The runtime context every component receives, and how the backends are opened.
 
-:class:`App` carries what a component needs (settings, the PostgreSQL pool, the Redis
-client, metrics, the secret key): injected, never global, so tests build several. The
+:class:`App` carries what every part needs (settings, the PostgreSQL pool, the Redis
+client, metrics, the secret key): injected, never global, so tests build several. What one
+package builds for others (delivery's Sender, a package's metrics) is not here but a
+declared :class:`~gateway.services.Service`. The
 backends come from the configured URLs or, where a URL is unset, from the embedded servers
 (:mod:`gateway.embedded`), which :func:`open_backends` starts and later stops.
 """
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,7 +52,6 @@ class App:
     redis: aioredis.Redis
     metrics: Metrics
     secret_key: bytes
-    extras: dict[str, object] = field(default_factory=dict)
 
 
 _PACKED: dict[type, type] = {}

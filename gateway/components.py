@@ -6,7 +6,9 @@ by a factory registered as an entry point of group ``mailgate.components``::
     [project.entry-points."mailgate.components"]
     worker = "gateway.jobs.component:create"
 
-The factory takes the :class:`~gateway.app.App` and returns a :class:`Component`. Entry
+The factory takes the :class:`~gateway.app.App` and the process's
+:class:`~gateway.services.Services` and returns a :class:`Component`; a component lists the
+services it uses in ``needs`` and the daemon builds them before it starts. Entry
 points keep the dependency direction one way: ``gateway`` never imports ``ingest``,
 ``bounces`` or ``delivery``; they stand on it. Which components run is the ``components``
 setting (``all`` by default).
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from gateway.services import Service, Services
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -35,6 +39,7 @@ class Component(Protocol):
     """
 
     name: str
+    needs: tuple[Service[Any], ...]
 
     async def start(self) -> None: ...
 
@@ -43,7 +48,7 @@ class Component(Protocol):
     def ready(self) -> bool: ...
 
 
-ComponentFactory = Callable[["App"], Component]
+ComponentFactory = Callable[["App", Services], Component]
 
 
 class ComponentError(Exception):

@@ -1,10 +1,11 @@
 """``mailgate run``: the daemon's lifecycle on one asyncio loop.
 
 Start order: embedded servers (when URLs are unset) → migrations → pools → HTTP endpoint →
-components → systemd READY=1. Stop order (first SIGTERM/SIGINT, or :meth:`Daemon.request_stop`):
-STOPPING=1 → every component stops intake and drains in-flight work until the shared
-deadline (``shutdown_grace_s``) → what is left is cancelled (components return unfinished
-jobs to their queue) → HTTP endpoint → pools → embedded servers. A second signal forces:
+components (each after the services it needs are built) → systemd READY=1. Stop order
+(first SIGTERM/SIGINT, or :meth:`Daemon.request_stop`): STOPPING=1 → every component stops
+intake and drains in-flight work until the shared deadline (``shutdown_grace_s``) → what is
+left is cancelled (components return unfinished jobs to their queue) → HTTP endpoint →
+services (the SMTP pool, the DKIM signer) → pools → embedded servers. A second signal forces:
 the deadline becomes now.
 """
 
@@ -22,6 +23,7 @@ from gateway.app import App, open_app, open_urls
 from gateway.components import Component, ComponentFactory, discover, select
 from gateway.http import HttpEndpoint
 from gateway.metrics import Metrics
+from gateway.services import Services
 from gateway.settings import Settings
 from gateway.storage import connect, migrate
 from gateway.systemd import Notifier
@@ -77,6 +79,7 @@ class Daemon:
         self._signals = 0
         self.components: list[Component] = []
         self.app: App | None = None
+        self.services: Services | None = None
         self.http: HttpEndpoint | None = None
         self.started = asyncio.Event()
 
@@ -120,14 +123,18 @@ class Daemon:
                     log.info("database migrated", extra={"applied": [m.version for m in applied]})
                 async with open_app(self.settings, urls, self.metrics) as app:
                     self.app = app
-                    await self._serve(app)
+                    self.services = Services(app)
+                    try:
+                        await self._serve(app, self.services)
+                    finally:
+                        await self.services.aclose()
         finally:
             if install_signals:
                 self._remove_signals(loop)
         log.info("mailgate stopped")
         return 0
 
-    async def _serve(self, app: App) -> None:
+    async def _serve(self, app: App, services: Services) -> None:
         listen = self.settings.http_listen
         self.http = HttpEndpoint(
             listen.host,
@@ -142,7 +149,7 @@ class Daemon:
         )
         watchdog = asyncio.create_task(self._watchdog(), name="systemd-watchdog")
         try:
-            await self._start_components(app)
+            await self._start_components(app, services)
             settle_heap()
             self.notifier.ready(f"{len(self.components)} components running")
             self.started.set()
@@ -159,11 +166,12 @@ class Daemon:
                 await watchdog
             await self.http.stop()
 
-    async def _start_components(self, app: App) -> None:
+    async def _start_components(self, app: App, services: Services) -> None:
         factories = self._factories if self._factories is not None else discover()
         for name, factory in select(self.settings.components, factories).items():
-            component = factory(app)
+            component = factory(app, services)
             self.components.append(component)
+            services.prepare(component.needs)
             await component.start()
             self.metrics.component_up.labels(name).set(1)
             log.info("component started", extra={"component": name})

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from gateway.app import App
 from gateway.secretkey import CredentialBox
+from gateway.services import Services
 from ingest.accounts import Account, list_accounts
 from ingest.committer import Committer
 from ingest.coordination import Leases, LoginLimiter, instance_id
@@ -46,6 +47,7 @@ class IngestComponent:
     """All mailbox watchers of this instance."""
 
     name = "ingest"
+    needs = ()
 
     def __init__(self, app: App, *, holder: str | None = None):
         self.app = app
@@ -205,5 +207,5 @@ class IngestComponent:
         return dict(Counter(w.state for box in self.mailboxes.values() for w in box.watchers))
 
 
-def create(app: App) -> IngestComponent:
+def create(app: App, services: Services) -> IngestComponent:
     return IngestComponent(app)

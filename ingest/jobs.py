@@ -26,6 +26,7 @@ from gateway.messages import (
     store_message,
     text_to_html,
 )
+from gateway.services import Services
 
 
 def _addresses(value: str | list[str] | None) -> tuple[str, ...]:
@@ -118,7 +119,7 @@ async def handle_incoming_email(
     }
 
 
-def create_handler(app: App) -> HandlerSpec:
+def create_handler(app: App, services: Services) -> HandlerSpec:
     async def run(job: Job, payload: EmailProcessingPayload) -> dict[str, Any]:
         return await handle_incoming_email(app, job, payload)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from gateway.messagekind import classify_kind, lookup
 from gateway.messages import MailboxPosition, MessageRecord, store_messages
 from ingest.accounts import Account
 from ingest.parse import ParsedMessage, parse_message
@@ -54,10 +55,18 @@ class Analysed:
     fingerprint: bytes
 
 
+def message_type(parsed: ParsedMessage) -> str:
+    """The message's kind (:func:`gateway.messagekind.classify_kind`) from its parse."""
+    kind = classify_kind(
+        lookup(parsed.headers),
+        content_type=parsed.content_type,
+        report_type=parsed.report_type or "",
+    )
+    return kind.value
+
+
 def analyse(raw: bytes, max_bytes: int) -> Analysed:
     """Parse, classify and fingerprint ``raw`` (pure; safe in a worker thread)."""
-    from ingest.classify import message_type
-
     parsed = parse_message(raw, max_bytes=max_bytes)
     return Analysed(raw, parsed, message_type(parsed), hashlib.sha256(raw).digest())
 

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 from gateway.app import App, Urls, open_app
 from gateway.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
+from gateway.services import Services
 from gateway.settings import Settings, load_settings
 from gateway.storage import migrate
 
@@ -187,6 +188,16 @@ async def app(settings: Settings) -> AsyncIterator[App]:
     urls = Urls(settings.database_url.get_secret_value(), settings.redis_url.get_secret_value())
     async with open_app(settings, urls) as opened:
         yield opened
+
+
+@pytest.fixture
+async def services(app: App) -> AsyncIterator[Services]:
+    """The process's services on ``app`` (delivery's Sender, metrics), closed afterwards."""
+    made = Services(app)
+    try:
+        yield made
+    finally:
+        await made.aclose()
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,9 @@
 """Job handlers: what runs a job, found by the family of the queue it came from.
 
 A handler is registered as an entry point of group ``mailgate.handlers``, named after its
-queue family (:mod:`gateway.jobs.contracts`), naming a factory ``create(app) ->
-HandlerSpec``::
+queue family (:mod:`gateway.jobs.contracts`), naming a factory ``create(app, services) ->
+HandlerSpec`` (``services``: :class:`gateway.services.Services`, for what a handler shares
+with a component, such as delivery's Sender)::
 
     [project.entry-points."mailgate.handlers"]
     email-processing = "ingest.jobs:create_handler"
@@ -28,6 +29,7 @@ from gateway.jobs.contracts import (
     validate,
 )
 from gateway.jobs.envelope import Job
+from gateway.services import Services
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -76,7 +78,7 @@ class HandlerSpec:
         return tuple(q for q in QUEUE_PRIORITY if QUEUE_FAMILY[q] == self.family)
 
 
-HandlerFactory = Callable[["App"], HandlerSpec]
+HandlerFactory = Callable[["App", Services], HandlerSpec]
 
 
 def discover() -> dict[str, HandlerFactory]:
@@ -90,11 +92,13 @@ def installed_families() -> frozenset[str]:
     return frozenset(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)) & set(FAMILY_BY_NAME)
 
 
-def build(app: App, factories: dict[str, HandlerFactory]) -> dict[str, HandlerSpec]:
+def build(
+    app: App, services: Services, factories: dict[str, HandlerFactory]
+) -> dict[str, HandlerSpec]:
     """Handler specs by family; two handlers for one family is a configuration error."""
     specs: dict[str, HandlerSpec] = {}
     for name, factory in sorted(factories.items()):
-        spec = factory(app)
+        spec = factory(app, services)
         if spec.family != name:
             raise ValueError(f"handler entry point {name!r} builds a {spec.family!r} handler")
         if spec.family in specs:

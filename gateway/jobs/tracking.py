@@ -15,7 +15,6 @@ lost, and the worker stops taking new jobs once its slots are full of unfinished
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -27,6 +26,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from gateway.groupcommit import GroupCommit
 from gateway.jobs import keys
 from gateway.jobs.envelope import Job
 from gateway.storage import is_transient
@@ -185,7 +185,6 @@ class Outcome:
     fields: dict[str, str] = field(default_factory=dict)
     row: JobRow | None = None
     execution: Execution | None = None
-    done: asyncio.Future[bool] | None = None
 
     def script_args(self, out: list[Any]) -> None:
         """Append this job's group of FINISH arguments (see :data:`keys.FINISH`)."""
@@ -207,7 +206,9 @@ class Outcome:
 
 
 class Finisher:
-    """Batches outcomes: one PostgreSQL transaction, then one Redis pipeline per batch."""
+    """Batches outcomes: one PostgreSQL transaction, then one Redis script call per batch
+    (a :class:`~gateway.groupcommit.GroupCommit`; a batch never fails one item alone: an
+    outage is retried inside, data PostgreSQL refuses is written row by row inside)."""
 
     def __init__(
         self,
@@ -220,27 +221,24 @@ class Finisher:
         self._db = db
         self._redis = redis
         self._finish = redis.register_script(keys.FINISH)
-        self._max_batch = max_batch
-        self._linger_s = linger_s
-        self._queue: asyncio.Queue[Outcome | JobRow] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._group: GroupCommit[Outcome | JobRow, bool | None] = GroupCommit(
+            "job-tracking", self._write, max_items=max_batch, linger_s=linger_s
+        )
         self._deferred: dict[str, tuple[asyncio.TimerHandle, JobRow]] = {}
-        self.batches = 0
+
+    @property
+    def batches(self) -> int:
+        return self._group.batches
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="job-finisher")
+        """Nothing to start: batches run as outcomes arrive."""
 
     async def stop(self) -> None:
         """Flush everything submitted so far, then stop."""
         for handle, _ in self._deferred.values():
             handle.cancel()
         self._deferred.clear()
-        await self._queue.join()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._group.join()
 
     def note(self, row: JobRow, after_s: float = 0.0) -> None:
         """Queue a tracking-only upsert (e.g. ``running``); nobody waits for it.
@@ -250,7 +248,7 @@ class Finisher:
         over) instead of two. Redis holds the job meanwhile, so nothing depends on it.
         """
         if after_s <= 0:
-            self._queue.put_nowait(row)
+            self._group.push(row)
             return
         job_id = row.job.id
         handle = asyncio.get_running_loop().call_later(after_s, self._note_now, job_id)
@@ -259,7 +257,7 @@ class Finisher:
     def _note_now(self, job_id: str) -> None:
         found = self._deferred.pop(job_id, None)
         if found is not None:
-            self._queue.put_nowait(found[1])
+            self._group.push(found[1])
 
     async def submit(self, outcome: Outcome) -> bool:
         """Record ``outcome``; returns once it is in PostgreSQL and Redis (False when the
@@ -270,35 +268,12 @@ class Finisher:
                 found[0].cancel()
                 if outcome.row.started_at is None:
                     outcome.row.started_at = found[1].started_at
-        outcome.done = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(outcome)
-        # A cancelled submitter cancels only this future; the outcome is written anyway
-        # (it is queued), and _write skips futures already done.
-        return await outcome.done
+        # A cancelled submitter cancels only its own wait; the outcome is written anyway.
+        # An exception here (not an outage: those are retried inside _write) leaves the job
+        # held in its processing list, so nothing is lost; the worker logs it.
+        return bool(await self._group.submit(outcome))
 
-    async def _loop(self) -> None:
-        while True:
-            first = await self._queue.get()
-            batch: list[Outcome | JobRow] = [first]
-            if self._linger_s:
-                await asyncio.sleep(self._linger_s)
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._write(batch)
-            except Exception as exc:  # the finisher must outlive a bad batch
-                # Not a backend outage (those are retried inside _write): a bug or data the
-                # drivers refuse. The jobs stay held in the processing list, so nothing is
-                # lost; their tasks learn of it through the future.
-                log.exception("cannot record job outcomes; the jobs stay held")
-                for item in batch:
-                    if isinstance(item, Outcome) and item.done is not None and not item.done.done():
-                        item.done.set_exception(exc)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _write(self, batch: Sequence[Outcome | JobRow]) -> None:
+    async def _write(self, batch: Sequence[Outcome | JobRow]) -> list[bool | None]:
         rows: dict[str, JobRow] = {}
         executions: list[Execution] = []
         outcomes: list[Outcome] = []
@@ -312,11 +287,8 @@ class Finisher:
             if item.execution is not None:
                 executions.append(item.execution)
         await self._retry("PostgreSQL", lambda: self._write_db(list(rows.values()), executions))
-        results = await self._retry("Redis", lambda: self._write_redis(outcomes))
-        for outcome, held in zip(outcomes, results, strict=True):
-            if outcome.done is not None and not outcome.done.done():
-                outcome.done.set_result(bool(held))
-        self.batches += 1
+        held = iter(await self._retry("Redis", lambda: self._write_redis(outcomes)) or ())
+        return [bool(next(held, 0)) if isinstance(item, Outcome) else None for item in batch]
 
     async def _retry(self, what: str, op: Any) -> Any:
         delay = 0.1

@@ -29,10 +29,12 @@ from bounces.errors import (
 )
 from bounces.intake import UNATTRIBUTED_TENANT, Intake, SmtpEnvelope, header_summary
 from bounces.listener import Listener
+from bounces.metrics import METRICS
 from bounces.processing import create_handler
 from bounces.smtp_policy import DataReader, Limits, RecipientPolicy, Replies
 from gateway.app import App, Urls, open_app
 from gateway.jobs.worker import Worker
+from gateway.services import Services
 from gateway.settings import Settings
 from gateway.verp import Verp
 from tests.bounces.test_processing import add_delivery, make_dsn
@@ -41,14 +43,14 @@ StartListener = Callable[..., Awaitable[Listener]]
 
 
 @pytest.fixture
-async def start_listener(app: App) -> AsyncIterator[StartListener]:
+async def start_listener(app: App, services: Services) -> AsyncIterator[StartListener]:
     """``await start_listener(**setting_overrides)``: a started Listener on a free port."""
     made: list[Listener] = []
 
     async def start(intake: Intake | None = None, **overrides: Any) -> Listener:
         if overrides:
             app.settings = app.settings.model_copy(update=overrides)
-        listener = Listener(app, intake)
+        listener = Listener(app, intake or Intake(app), services.get(METRICS))
         await listener.start()
         made.append(listener)
         return listener
@@ -105,8 +107,8 @@ async def wait_for(probe: Callable[[], Awaitable[Any]], timeout_s: float = 15.0)
             await asyncio.sleep(0.02)
 
 
-async def drain_bounce_queue(app: App) -> None:
-    worker = Worker(app, {"bounce": create_handler(app)}, rng=random.Random(5))
+async def drain_bounce_queue(app: App, services: Services) -> None:
+    worker = Worker(app, {"bounce": create_handler(app, services)}, rng=random.Random(5))
     await worker.start()
     try:
         await worker.run_until_empty(30)
@@ -122,7 +124,10 @@ def counter(app: App, name: str, **labels: str) -> float:
 
 
 async def test_postfix_dsn_is_stored_classified_and_attributed(
-    app: App, start_listener: StartListener, postfix_factory: Callable[..., Any]
+    app: App,
+    services: Services,
+    start_listener: StartListener,
+    postfix_factory: Callable[..., Any],
 ) -> None:
     """Postfix bounces mail for an unknown local user to the VERP return path: the DSN is
     committed by the listener, classified hard/userunknown and bounces the delivery."""
@@ -145,7 +150,7 @@ async def test_postfix_dsn_is_stored_classified_and_attributed(
         lambda: app.db.fetchrow("SELECT * FROM email_messages WHERE source = 'smtp'")
     )
     assert (row["tenant_id"], row["delivery_id"], row["direction"]) == ("t1", "pf1", "inbound")
-    await drain_bounce_queue(app)
+    await drain_bounce_queue(app, services)
     report = await app.db.fetchrow("SELECT * FROM bounce_reports")
     assert (report["bounce_type"], report["reason"], report["attribution"]) == (
         "hard",
@@ -368,7 +373,7 @@ async def test_postgres_down_gives_451_then_accepts(
         update={"smtp_commit_timeout_s": 3.0, "db_pool_min": 1, "db_connect_timeout_s": 2.0}
     )
     async with open_app(quick, Urls(proxied, redis_url)) as app:
-        listener = Listener(app)
+        listener = Listener(app, Intake(app), Services(app).get(METRICS))
         await listener.start()
         try:
             proxy.pause()
@@ -457,9 +462,9 @@ async def _async(value: Any) -> Any:
     return value
 
 
-async def test_stop_says_421_to_idle_sessions(app: App) -> None:
+async def test_stop_says_421_to_idle_sessions(app: App, services: Services) -> None:
     """Stopping the component closes idle sessions with 421 and refuses new ones."""
-    component = BounceComponent(app)
+    component = BounceComponent(app, services)
     await component.start()
     assert component.ready()
     smtp, _ = await RawSmtp.open(component.listener.port)
@@ -482,7 +487,7 @@ async def test_stop_lets_a_commit_in_flight_finish(app: App) -> None:
             await release.wait()
             return await super()._store_all(batch)
 
-    listener = Listener(app, Slow(app))
+    listener = Listener(app, Slow(app), Services(app).get(METRICS))
     await listener.start()
     sending = asyncio.create_task(
         aiosmtplib.send(

@@ -29,6 +29,7 @@ from gateway.jobs.contracts import BOUNCE, PayloadInvalid, family_of
 from gateway.jobs.envelope import new_job
 from gateway.jobs.worker import Worker
 from gateway.messages import MessageRecord, store_message
+from gateway.services import Services
 from gateway.verp import Verp
 
 # -- message builders (shared with test_listener) ------------------------------------------
@@ -160,9 +161,11 @@ async def add_delivery(
 
 
 @pytest.fixture
-async def run_jobs(app: App) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+async def run_jobs(
+    app: App, services: Services
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """``await run_jobs()``: a real Worker with the bounce handler drains the queue."""
-    worker = Worker(app, {"bounce": create_handler(app)}, rng=random.Random(3))
+    worker = Worker(app, {"bounce": create_handler(app, services)}, rng=random.Random(3))
     await worker.start()
 
     async def run() -> None:

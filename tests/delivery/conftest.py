@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +15,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from delivery.dkimsign import DkimKey
-from delivery.service import Sender
+from delivery.service import SENDER, Sender
 from gateway.app import App
 from gateway.jobs.envelope import Job, new_job, parse_job
 from gateway.secretkey import CredentialBox
+from gateway.services import Services
 from tests.delivery.peer import ScriptedPeer
 
 TENANT = "tenant_a"
@@ -36,6 +37,11 @@ class World:
     app: App
     peer: ScriptedPeer
     keys: dict[bytes, bytes]  # DNS name -> TXT record
+    services: Services
+
+    @property
+    def sender(self) -> Sender:
+        return self.services.get(SENDER)
 
     def dns(self, name: bytes, timeout: int = 5) -> bytes | None:
         return self.keys.get(name)
@@ -123,22 +129,13 @@ async def peer(request: pytest.FixtureRequest) -> AsyncIterator[ScriptedPeer]:
 
 @pytest.fixture
 async def world(app: App, peer: ScriptedPeer) -> AsyncIterator[World]:
-    """The seeded tenant sending to ``peer``; the app's Sender is closed afterwards."""
+    """The seeded tenant sending to ``peer``; its Sender is closed afterwards."""
     keys = await seed(app, peer.port)
-    yield World(app, peer, keys)
-    sender = app.extras.pop("delivery.sender", None)
-    if isinstance(sender, Sender):
-        await sender.aclose()
-
-
-@pytest.fixture
-def sender_of() -> Callable[[App], Awaitable[Sender]]:
-    async def make(app: App) -> Sender:
-        from delivery.service import sender_for
-
-        return sender_for(app)
-
-    return make
+    services = Services(app)
+    try:
+        yield World(app, peer, keys, services)
+    finally:
+        await services.aclose()
 
 
 def b64(data: bytes) -> str:

@@ -15,11 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from delivery.jobs import create_handler
-from delivery.service import close_sender
 from gateway.app import App, Urls, open_app
 from gateway.embedded import EmbeddedRedis, free_port
 from gateway.jobs.component import WorkerComponent
 from gateway.jobs.envelope import new_job
+from gateway.services import Services
 from gateway.settings import Settings
 from tests.daemon import mailgate_env, poll, spawn_mailgate
 from tests.delivery.conftest import TENANT, seed
@@ -148,7 +148,8 @@ async def test_redis_restarted_mid_run(
     async with open_app(s, Urls(database_url, private_redis.url)) as app:
         await seed(app, peer.port)
         await app.redis.lpush("queue:email-sending", *_jobs(0, 300))
-        component = WorkerComponent(app, {"email-sending": create_handler})
+        services = Services(app)
+        component = WorkerComponent(app, services, {"email-sending": create_handler})
         await component.start()
         try:
             await poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= 60, 30)
@@ -161,7 +162,7 @@ async def test_redis_restarted_mid_run(
             await poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= 400, 60)
         finally:
             await component.stop(asyncio.get_running_loop().time() + 5)
-            await close_sender(app)
+            await services.aclose()
         assert await _status_counts(app) == {"sent": 400}
     arrivals = _arrivals(peer)
     assert set(arrivals) == {f"r{i}@d{i % 7}.example.org" for i in range(400)}

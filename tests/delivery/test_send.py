@@ -13,7 +13,7 @@ import dkim
 import pytest
 
 from delivery.jobs import create_handler
-from delivery.service import SendDeferred, sender_for
+from delivery.service import SendDeferred
 from gateway.jobs import DeferJob, PermanentJobError
 from gateway.jobs.envelope import Job
 from gateway.verp import Verp
@@ -21,7 +21,7 @@ from tests.delivery.conftest import DOMAIN, TENANT, World
 
 
 async def run(world: World, job: Job) -> dict[str, Any]:
-    handler = create_handler(world.app)
+    handler = create_handler(world.app, world.services)
     result: dict[str, Any] = await handler.run(job, handler.parse(job.payload))
     return result
 
@@ -86,7 +86,7 @@ async def test_delivery_claimed_by_another_live_run_is_deferred(world: World) ->
         email_account_id="acct_1",
         job_id=job.id,
     )
-    claim = await sender_for(world.app).deliveries.claim(first, expired=False)
+    claim = await world.sender.deliveries.claim(first, expired=False)
     assert claim.send  # the "other run" holds it now
     with pytest.raises(DeferJob) as deferred:
         await run(world, job)
@@ -243,7 +243,7 @@ async def test_domain_rate_limit_defers_until_it_fits(world: World) -> None:
         await run(world, world.job(world.payload("u3@limited.org")))
     assert 55 < info.value.delay_s <= 61
     assert len(world.peer.messages) == 2
-    sender = sender_for(world.app)
+    sender = world.sender
     scraped = world.app.metrics.render().decode()
     assert 'rate_limited_total{scope="domain"} 1.0' in scraped
     assert sender.pool.open_connections == 1

@@ -11,8 +11,8 @@ from pathlib import Path
 import dkim
 
 from delivery.jobs import create_handler
-from delivery.service import close_sender
 from gateway.app import App
+from gateway.services import Services
 from tests.delivery.conftest import TENANT, World, seed
 from tests.delivery.peer import ScriptedPeer, make_test_ca
 
@@ -25,12 +25,14 @@ async def test_starttls_and_auth_with_the_accounts_password(app: App, tmp_path: 
     app.settings = app.settings.model_copy(update={"delivery_tls_ca_file": ca.ca_file})
     try:
         keys = await seed(app, peer.port, security="starttls", username="ops", password="s3cret")
-        world = World(app, peer, keys)
-        result = await create_handler(app).run(world.job(world.payload("ada@example.net")))
+        world = World(app, peer, keys, Services(app))
+        handler = create_handler(app, world.services)
+        job = world.job(world.payload("ada@example.net"))
+        result = await handler.run(job, handler.parse(job.payload))
         assert result["status"] == "sent"
         assert peer.auth_ok == ["ops"] and len(peer.messages) == 1
     finally:
-        await close_sender(app)
+        await world.services.aclose()
         await peer.stop()
 
 

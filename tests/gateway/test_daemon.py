@@ -23,6 +23,8 @@ from gateway.systemd import Notifier
 class SlowComponent:
     """A component whose in-flight work takes ``work_s`` and honours the stop deadline."""
 
+    needs = ()
+
     def __init__(self, name: str, work_s: float, log: list[str]):
         self.name = name
         self.work_s = work_s
@@ -97,7 +99,7 @@ async def test_start_up_heap_is_frozen_out_of_the_collector(settings: Settings) 
     rarer (see settle_heap); restored afterwards for the rest of this test process."""
     before = gc.get_threshold()
     gc.unfreeze()
-    daemon = Daemon(settings, factories={"a": lambda app: SlowComponent("a", 0, [])})
+    daemon = Daemon(settings, factories={"a": lambda app, services: SlowComponent("a", 0, [])})
     try:
         async with running(daemon):
             assert gc.get_freeze_count() > 1000
@@ -111,7 +113,8 @@ async def test_components_drain_within_the_grace_period(settings: Settings) -> N
     """Components stop in reverse start order; work shorter than the grace drains."""
     log: list[str] = []
     comps = {"a": SlowComponent("a", 0.05, log), "b": SlowComponent("b", 0.05, log)}
-    daemon = Daemon(settings, factories={k: (lambda app, c=c: c) for k, c in comps.items()})
+    factories = {k: (lambda app, services, c=c: c) for k, c in comps.items()}
+    daemon = Daemon(settings, factories=factories)
     async with running(daemon) as task:
         daemon.request_stop()
         assert await asyncio.wait_for(task, 30) == 0
@@ -125,7 +128,7 @@ async def test_work_past_the_grace_is_cancelled(settings: Settings) -> None:
     fast = settings.model_copy(update={"shutdown_grace_s": 0.2})
     log: list[str] = []
     comp = SlowComponent("slow", 30, log)
-    daemon = Daemon(fast, factories={"slow": lambda app: comp})
+    daemon = Daemon(fast, factories={"slow": lambda app, services: comp})
     async with running(daemon) as task:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -139,7 +142,7 @@ async def test_second_stop_request_forces(settings: Settings) -> None:
     """A second signal makes the deadline now, even with a long grace period."""
     log: list[str] = []
     comp = SlowComponent("slow", 30, log)
-    daemon = Daemon(settings, factories={"slow": lambda app: comp})
+    daemon = Daemon(settings, factories={"slow": lambda app, services: comp})
     async with running(daemon) as task:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -159,7 +162,7 @@ async def test_readyz_is_503_until_components_are_ready(settings: Settings) -> N
             return False
 
     comp = NotReady("stuck", 0, [])
-    daemon = Daemon(settings, factories={"stuck": lambda app: comp})
+    daemon = Daemon(settings, factories={"stuck": lambda app, services: comp})
     async with running(daemon):
         assert daemon.http is not None
         async with aiohttp.ClientSession() as http:
@@ -196,8 +199,8 @@ async def test_systemd_notifications(settings: Settings, tmp_path: Path) -> None
 def test_unknown_component_is_a_clear_error() -> None:
     """Naming a component that is not installed fails with the installed list."""
     with pytest.raises(ComponentError, match="nosuch"):
-        select(["nosuch"], {"worker": lambda app: _never(app)})
-    assert select(["none"], {"worker": lambda app: _never(app)}) == {}
+        select(["nosuch"], {"worker": lambda app, services: _never(app)})
+    assert select(["none"], {"worker": lambda app, services: _never(app)}) == {}
 
 
 def _never(app: App) -> Component:

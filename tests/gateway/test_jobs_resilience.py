@@ -16,6 +16,7 @@ from gateway.app import App, Urls, open_app
 from gateway.embedded import EmbeddedRedis, free_port
 from gateway.jobs import keys
 from gateway.jobs.component import WorkerComponent
+from gateway.services import Services
 from gateway.settings import Settings
 from ingest.jobs import create_handler
 from tests.daemon import mailgate_env, poll, spawn_mailgate
@@ -86,7 +87,7 @@ async def test_redis_restarted_mid_run(
         await app.redis.lpush(
             "queue:email:processing", *[envelope(email_payload(i), id=f"r{i}") for i in range(200)]
         )
-        component = WorkerComponent(app, {"email": create_handler})
+        component = WorkerComponent(app, Services(app), {"email-processing": create_handler})
         await component.start()
         try:
             await poll(
@@ -124,7 +125,7 @@ async def test_postgres_unreachable_for_a_while(
     proxy = await tcp_proxy(host, int(port))
     proxied = database_url.replace(host_port, f"127.0.0.1:{proxy.port}")
     async with open_app(settings, Urls(proxied, redis_url)) as app:
-        component = WorkerComponent(app, {"email": create_handler})
+        component = WorkerComponent(app, Services(app), {"email-processing": create_handler})
         await component.start()
         await app.redis.lpush(
             "queue:email:processing",

@@ -12,11 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest import errors
-from ingest.classify import message_type
 from ingest.imapwire import parse_fetch, parse_list, parse_select, uid_set
 from ingest.machine import Backoff, State, TransitionError, WatcherMachine
 from ingest.parse import parse_message
-from ingest.store import analyse
+from ingest.store import analyse, message_type
 
 
 def _crlf(raw: bytes) -> bytes:
