@@ -40,6 +40,7 @@ from bounces.metrics import METRICS
 from bounces.processing import create_handler
 from gateway.app import App, Urls, open_app
 from gateway.embedded import EmbeddedServers
+from gateway.jobs.contracts import BOUNCE
 from gateway.jobs.worker import Worker
 from gateway.services import Services
 from gateway.settings import load_settings
@@ -135,7 +136,7 @@ async def blast(port: int, files: list[Path], messages: int, sessions: int) -> d
 
 async def bench_processing(app: App, services: Services) -> dict[str, float]:
     """(c) the bounce handler draining the jobs the listener queued."""
-    queued = int(await app.redis.llen("queue:bounce:process"))
+    queued = int(await app.redis.llen(BOUNCE))
     worker = Worker(app, {"bounce": create_handler(app, services)}, rng=random.Random(1))
     t0 = time.perf_counter()
     await worker.start()

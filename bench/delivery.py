@@ -49,6 +49,7 @@ from delivery.service import SENDER
 from gateway.app import App, Urls, open_app
 from gateway.daemon import settle_heap
 from gateway.embedded import EmbeddedServers
+from gateway.jobs.contracts import EMAIL_SENDING
 from gateway.jobs.envelope import new_job
 from gateway.jobs.worker import Worker
 from gateway.secretkey import CredentialBox
@@ -173,7 +174,7 @@ async def push_jobs(app: App, n: int, domain_of: Any, prefix: str) -> None:
             )
             for i in range(start, min(n, start + 1000))
         ]
-        await app.redis.lpush("queue:email-sending", *jobs)
+        await app.redis.lpush(EMAIL_SENDING, *jobs)
 
 
 def split_dump(folder: Path) -> list[bytes]:

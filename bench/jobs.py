@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 
 from gateway.app import App, Urls, open_app
 from gateway.embedded import EmbeddedServers
-from gateway.jobs.contracts import WarmupPayload
+from gateway.jobs.contracts import EMAIL_PROCESSING, WARMUP, WarmupPayload
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
 from gateway.jobs.worker import Worker
@@ -41,7 +41,7 @@ from gateway.storage import connect, migrate
 from ingest.jobs import create_handler
 from tests.gateway.seedjobs import email_payload, envelope
 
-QUEUE = "queue:warmup:process"
+QUEUE = WARMUP
 
 
 def pct(values: list[float], p: float) -> float:
@@ -143,7 +143,7 @@ async def bench_emails(app: App, n: int) -> dict[str, float]:
     spec = create_handler(app, Services(app))
     jobs = [envelope(email_payload(i, size=3000), id=f"e{i}") for i in range(n)]
     for i in range(0, n, 2000):
-        await app.redis.lpush("queue:email:processing", *jobs[i : i + 2000])
+        await app.redis.lpush(EMAIL_PROCESSING, *jobs[i : i + 2000])
     worker = Worker(app, {"email-processing": spec})
     t0 = time.perf_counter()
     await worker.start()

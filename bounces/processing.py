@@ -48,6 +48,7 @@ from bounces.intake import UNATTRIBUTED_TENANT
 from bounces.metrics import METRICS, BounceMetrics
 from bounces.model import REASONS, BounceResult
 from gateway.app import App
+from gateway.events import EventType, Metric, count, record_event
 from gateway.jobs.contracts import BouncePayload
 from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
@@ -63,18 +64,18 @@ _VERP_IN_TEXT = re.compile(r"b\+[a-z2-7]+-[a-z2-7]+@[a-z0-9.\-]+", re.IGNORECASE
 
 MESSAGE_TYPES = {"dsn": "bounce", "complaint": "complaint", "auto_reply": "auto_reply"}
 EVENT_TYPES = {
-    "bounced_hard": "email.bounced",
-    "bounced_soft": "email.bounced",
-    "delayed": "email.delayed",
-    "complaint": "email.complained",
-    "auto_reply": "email.auto_replied",
-    "ignored": "bounce.ignored",
-    "unattributed": "bounce.unattributed",
+    "bounced_hard": EventType.BOUNCED,
+    "bounced_soft": EventType.BOUNCED,
+    "delayed": EventType.DEFERRED,
+    "complaint": EventType.COMPLAINED,
+    "auto_reply": EventType.AUTO_REPLIED,
+    "ignored": EventType.BOUNCE_IGNORED,
+    "unattributed": EventType.BOUNCE_UNATTRIBUTED,
 }
 _COUNTERS = {
-    "bounced_hard": "bounced_hard",
-    "bounced_soft": "bounced_soft",
-    "complaint": "complaints",
+    "bounced_hard": Metric.BOUNCED_HARD,
+    "bounced_soft": Metric.BOUNCED_SOFT,
+    "complaint": Metric.COMPLAINTS,
 }
 
 
@@ -467,14 +468,13 @@ class BounceProcessor:
             return False
         if delivery is not None:
             await self._delivery_effects(conn, report, delivery)
-        await conn.execute(
-            "INSERT INTO events (tenant_id, type, subject_id, payload, dedupe_key)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
-            tenant,
-            EVENT_TYPES[outcome],
-            delivery.id if delivery else request.storage_key,
-            _event_payload(request, report, outcome),
-            f"bounce:{key}",
+        await record_event(
+            conn,
+            tenant_id=tenant,
+            event_type=EVENT_TYPES[outcome],
+            subject_id=delivery.id if delivery else request.storage_key,
+            payload=_event_payload(request, report, outcome),
+            dedupe_key=f"bounce:{key}",
         )
         return True
 
@@ -521,13 +521,14 @@ class BounceProcessor:
             elif await self._soft_count(conn, delivery) >= self.settings.bounce_soft_limit:
                 await self._suppress(conn, delivery, "soft_bounce", result.reason)
         if changed and delivery.campaign_id:
-            column = _COUNTERS[outcome]
-            await conn.execute(
-                f"INSERT INTO campaign_metrics (tenant_id, campaign_id, {column})"  # noqa: S608 - column from a fixed table
-                " VALUES ($1, $2, 1) ON CONFLICT (tenant_id, campaign_id) DO UPDATE SET"
-                f" {column} = campaign_metrics.{column} + 1, updated_at = now()",
-                delivery.tenant_id,
-                delivery.campaign_id,
+            # One bounce count and one complaint count per delivery, whatever repeats.
+            fact = "complaint" if outcome == "complaint" else "bounce"
+            await count(
+                conn,
+                tenant_id=delivery.tenant_id,
+                campaign_id=delivery.campaign_id,
+                metric=_COUNTERS[outcome],
+                dedupe_key=f"delivery:{delivery.id}:{fact}",
             )
 
     async def _soft_count(self, conn: asyncpg.Connection, delivery: Delivery) -> int:

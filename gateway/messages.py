@@ -272,12 +272,16 @@ def _attachment_args(record: MessageRecord, index: int, a: AttachmentRecord) -> 
     )
 
 
-async def _advance_sync(conn: asyncpg.Connection, record: MessageRecord) -> None:
-    pos = record.position
-    assert pos is not None
+async def advance_sync(conn: asyncpg.Connection, tenant_id: str, pos: MailboxPosition) -> None:
+    """Move a folder's sync position to ``pos`` (never backwards within one UIDVALIDITY)."""
     await conn.execute(
-        _ADVANCE_SYNC, record.tenant_id, pos.account_id, pos.folder, pos.uidvalidity, pos.uid
+        _ADVANCE_SYNC, tenant_id, pos.account_id, pos.folder, pos.uidvalidity, pos.uid
     )
+
+
+async def _advance_sync(conn: asyncpg.Connection, record: MessageRecord) -> None:
+    assert record.position is not None
+    await advance_sync(conn, record.tenant_id, record.position)
 
 
 # -- bodies -------------------------------------------------------------------------------------

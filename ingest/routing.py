@@ -3,8 +3,8 @@
 * Before storing, :func:`find_delivery` looks up the In-Reply-To/References ids in the
   tenant's ``email_deliveries.message_id`` (with and without angle brackets); a match makes
   the message a ``reply`` (an auto-reply stays ``auto_reply``) with ``delivery_id`` set.
-* After the commit, :func:`route` records an ``events`` row (``reply.received`` or
-  ``auto_reply.received``, deduplicated by the storage key) and counts it once in
+* After the commit, :func:`route` records an ``events`` row (``email.replied`` or
+  ``email.auto_replied``, deduplicated by the storage key) and counts it once in
   ``campaign_metrics``; a ``bounce``/``complaint`` becomes a ``queue:bounce:process`` job
   ``{tenant_id, storage_key, message_id, recipient_email}`` (the bounces package's
   contract: it loads the stored message and classifies it). Then ``routed_at`` is set.
@@ -21,12 +21,13 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from gateway.events import EventType, Metric, count, record_event
 from gateway.jobs.contracts import BOUNCE, BouncePayload, encode_job
 
 log = logging.getLogger(__name__)
 
-REPLY_TYPES = {"reply": "reply.received", "auto_reply": "auto_reply.received"}
-METRIC_COLUMN = {"reply": "replies", "auto_reply": "auto_replies"}
+REPLY_TYPES = {"reply": EventType.REPLIED, "auto_reply": EventType.AUTO_REPLIED}
+METRIC_COLUMN = {"reply": Metric.REPLIES, "auto_reply": Metric.AUTO_REPLIES}
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,13 @@ async def route(db: asyncpg.Pool, redis: aioredis.Redis, msg: Routable) -> None:
 
 
 async def _record_event(conn: asyncpg.Connection, msg: Routable, delivery: Delivery) -> None:
-    inserted = await conn.fetchval(
-        "INSERT INTO events (tenant_id, type, subject_id, payload, dedupe_key) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
-        msg.tenant_id,
-        REPLY_TYPES[msg.kind],
-        delivery.id,
-        {
+    key = f"ingest:{msg.kind}:{msg.storage_key}"
+    await record_event(
+        conn,
+        tenant_id=msg.tenant_id,
+        event_type=REPLY_TYPES[msg.kind],
+        subject_id=delivery.id,
+        payload={
             "storage_key": msg.storage_key,
             "delivery_id": delivery.id,
             "campaign_id": delivery.campaign_id,
@@ -112,16 +113,15 @@ async def _record_event(conn: asyncpg.Connection, msg: Routable, delivery: Deliv
             "message_id": msg.message_id,
             "from_email": msg.from_email,
         },
-        f"ingest:{msg.kind}:{msg.storage_key}",
+        dedupe_key=key,
     )
-    if inserted is not None and delivery.campaign_id:
-        column = METRIC_COLUMN[msg.kind]
-        await conn.execute(
-            f"INSERT INTO campaign_metrics (tenant_id, campaign_id, {column}) VALUES ($1, $2, 1) "  # noqa: S608 - column from a fixed map
-            f"ON CONFLICT (tenant_id, campaign_id) DO UPDATE SET "
-            f"{column} = campaign_metrics.{column} + 1, updated_at = now()",
-            msg.tenant_id,
-            delivery.campaign_id,
+    if delivery.campaign_id:
+        await count(
+            conn,
+            tenant_id=msg.tenant_id,
+            campaign_id=delivery.campaign_id,
+            metric=METRIC_COLUMN[msg.kind],
+            dedupe_key=key,
         )
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from gateway.messagekind import classify_kind, lookup
-from gateway.messages import MailboxPosition, MessageRecord, store_messages
+from gateway.messages import MailboxPosition, MessageRecord, advance_sync, store_messages
 from ingest.accounts import Account
 from ingest.parse import ParsedMessage, parse_message
 from ingest.routing import Delivery, find_delivery
@@ -33,16 +33,6 @@ INSERT INTO ingest_fingerprints (tenant_id, account_id, folder, fingerprint, sto
 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
 """
 
-_ADVANCE_SYNC = """
-INSERT INTO mailbox_sync (tenant_id, account_id, folder, uidvalidity, last_uid, updated_at)
-VALUES ($1, $2, $3, $4, $5, now())
-ON CONFLICT (account_id, folder) DO UPDATE SET
-    uidvalidity = EXCLUDED.uidvalidity,
-    last_uid = CASE WHEN mailbox_sync.uidvalidity = EXCLUDED.uidvalidity
-                    THEN greatest(mailbox_sync.last_uid, EXCLUDED.last_uid)
-                    ELSE EXCLUDED.last_uid END,
-    updated_at = now()
-"""
 
 
 @dataclass(frozen=True)
@@ -250,15 +240,7 @@ async def _advance_skipped(
     for key, p in tops.items():
         if moved.get(key, -1) >= p.position.uid:
             continue
-        pos = p.position
-        await conn.execute(
-            _ADVANCE_SYNC,
-            p.account.tenant_id,
-            pos.account_id,
-            pos.folder,
-            pos.uidvalidity,
-            pos.uid,
-        )
+        await advance_sync(conn, p.account.tenant_id, p.position)
 
 
 def _id(delivery: Delivery | None) -> str | None:
