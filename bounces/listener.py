@@ -42,6 +42,7 @@ from bounces.smtp_policy import (
     Replies,
 )
 from gateway.app import App
+from gateway.compat.aiosmtpd import FastSMTP
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,9 @@ class _Hooks:
         return Replies.TRY_AGAIN
 
 
-class BounceSMTP(SMTP):
-    """One SMTP connection of the bounce listener (aiosmtpd's ``SMTP`` with our limits)."""
+class BounceSMTP(FastSMTP):
+    """One SMTP connection of the bounce listener (aiosmtpd's ``SMTP`` with our limits;
+    its internals only through :mod:`gateway.compat.aiosmtpd`)."""
 
     def __init__(self, listener: Listener):
         # Read by SMTP.__init__ for the stream's buffer limit: the longest line we read.
@@ -120,19 +122,6 @@ class BounceSMTP(SMTP):
         self.timed_out = False
         self.messages = 0
         self.busy = False
-
-    _introspected: list[str] | None = None
-
-    def __dir__(self) -> list[str]:
-        """Only the names aiosmtpd looks for. ``SMTP.__init__`` runs ``dir()`` and
-        ``inspect.getmembers()`` over the connection object on every connection to find its
-        ``smtp_*`` commands and ``auth_*`` mechanisms (~50 us of ~80 us per connection);
-        the answer never changes, so it is computed once per class."""
-        cls = type(self)
-        if cls._introspected is None:
-            names = object.__dir__(self)
-            cls._introspected = [n for n in names if n.startswith(("smtp_", "auth_"))]
-        return list(cls._introspected)
 
     # -- connection lifecycle ---------------------------------------------------------------
 
@@ -163,16 +152,15 @@ class BounceSMTP(SMTP):
             self.listener.metrics.sessions.labels(result).inc()
         super().connection_lost(error)
 
-    def _timeout_cb(self) -> None:
+    def on_idle_timeout(self) -> None:
         self.timed_out = True
-        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def close_if_idle(self) -> bool:
         """On shutdown: say 421 and close unless a message is being stored (True: closed)."""
         if self.busy or self.transport is None:
             return False
         with contextlib.suppress(Exception):
-            self._writer.write(Replies.SHUTTING_DOWN.encode() + b"\r\n")
+            self.write_line(Replies.SHUTTING_DOWN)
         self.transport.close()
         return True
 
@@ -199,20 +187,17 @@ class BounceSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        self._reset_timeout(self.listener.settings.smtp_data_timeout_s)
+        self.reset_idle_timeout(self.listener.settings.smtp_data_timeout_s)
         reader = DataReader(self.listener.limits.max_message_bytes, self.line_length_limit)
         while True:
-            try:
-                chunk = await self._reader.readuntil(b".\r\n")
-            except asyncio.LimitOverrunError as exc:  # a long stretch without ".\r\n"
-                chunk = await self._reader.read(exc.consumed)
-            except asyncio.IncompleteReadError:
+            chunk = await self.read_data_chunk()
+            if chunk is None:
                 return  # the peer went away mid-message: nothing was accepted
             if reader.feed(chunk):
                 break
         content = reader.finish()
-        self._reset_timeout()
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        self.reset_idle_timeout()
+        self.end_data()
         if reader.error is not None and reader.error.reply is not None:
             self.listener.reject(reader.error)
             await self.push(reader.error.reply)

@@ -1,9 +1,10 @@
 """DKIM signing: dkimpy's canonicalisation, ``cryptography``'s signatures.
 
 dkimpy signs RSA in pure Python (about 6 ms per RSA-2048 signature here) and re-parses the
-PEM on every call; ``cryptography`` signs the same digest in about 0.25 ms. So the bytes that
-are signed come from dkimpy: its :class:`dkim.CanonicalizationPolicy` canonicalises the body
-and headers, ``dkim.fold`` folds the header, and the tag list, header selection and hashing
+PEM on every call; ``cryptography`` signs the same digest in about 0.25 ms. So the bytes
+that are signed come from dkimpy (through the version-checked seam
+:mod:`gateway.compat.dkimpy`): its canonicalisation policy canonicalises the body and
+headers, its ``fold`` folds the header, and the tag list, header selection and hashing
 order are those of ``dkim.DKIM.sign``/``dkim.hash_headers``, written out here without their
 redundant passes (a second ``b=`` regex strip, a lower() per name per name looked for: 68 ->
 50 us a message). A test checks the header is byte for byte the one ``dkim.sign`` writes
@@ -27,12 +28,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from delivery.errors import RouteError
+from gateway.compat.dkimpy import Canonicalization, fold
 
 if TYPE_CHECKING:
     from delivery.signer import SignerProcess
@@ -162,8 +163,8 @@ def signed_header_list(present: Sequence[bytes]) -> list[bytes]:
     return chosen + extra
 
 
-_POLICY = dkim.CanonicalizationPolicy.from_c_value(b"/".join(CANONICALIZATION))
-_C_VALUE = _POLICY.to_c_value()
+_POLICY = Canonicalization(*CANONICALIZATION)
+_C_VALUE = _POLICY.c_value
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 
 
@@ -261,8 +262,8 @@ def _prepare(message: bytes, keys: Sequence[DkimKey], now: float | None) -> list
     if b"from" not in include:
         raise DkimKeyError("a message without a From header cannot be DKIM-signed")
     wanted = frozenset(include)
-    bodyhash = base64.b64encode(hashlib.sha256(_POLICY.canonicalize_body(body)).digest())
-    cheaders = _POLICY.canonicalize_headers([h for h in headers if h[0].lower() in wanted])
+    bodyhash = base64.b64encode(hashlib.sha256(_POLICY.body(body)).digest())
+    cheaders = _POLICY.headers([h for h in headers if h[0].lower() in wanted])
     signed = _select_headers(cheaders, include)
     stamp = str(int(now if now is not None else time.time())).encode()
     out: list[_Pending] = []
@@ -280,12 +281,12 @@ def _prepare(message: bytes, keys: Sequence[DkimKey], now: float | None) -> list
             (b"bh", bodyhash),
             (b"b", _B_PLACEHOLDER),
         ]
-        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(HEADER_NAME))
+        value = fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(HEADER_NAME))
         value = value.replace(b"b=" + _B_PLACEHOLDER, b"b=", 1)
         hasher = hashlib.sha256()
         # As dkim.hash_headers: the signed headers, then this header canonicalised, without
         # its b= value and without a trailing CRLF.
-        ((sig_name, sig_value),) = _POLICY.canonicalize_headers([(HEADER_NAME, b" " + value)])
+        ((sig_name, sig_value),) = _POLICY.headers([(HEADER_NAME, b" " + value)])
         for name, text in (*signed, (sig_name, sig_value.rstrip())):
             hasher.update(name)
             hasher.update(b":")
@@ -319,8 +320,6 @@ def _assemble(signed: Sequence[tuple[_Pending, bytes]]) -> bytes:
     out: list[bytes] = []
     for pending, signature in signed:
         fields = [*pending.fields[:-1], (b"b", base64.b64encode(signature))]
-        value = dkim.fold(
-            b"; ".join(b"=".join(f) for f in fields) + b"\r\n", namelen=len(HEADER_NAME)
-        )
+        value = fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n", namelen=len(HEADER_NAME))
         out.append(HEADER_NAME + b": " + value)
     return b"".join(out)

@@ -15,13 +15,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection as AsyncConnection
 from redis.exceptions import AuthenticationError, RedisError
 
 from gateway.embedded import EmbeddedServers
@@ -54,40 +51,6 @@ class App:
     secret_key: bytes
 
 
-_PACKED: dict[type, type] = {}
-
-
-def with_c_packer(connection_class: type[AsyncConnection]) -> type[AsyncConnection]:
-    """``connection_class`` packing commands with hiredis's C packer.
-
-    redis-py's synchronous client packs with hiredis when it is installed; its asyncio
-    client packs in Python, one join per argument. That was ~3 % of a delivery worker's
-    loop (the FINISH script carries a dozen arguments per job), for the same bytes (tested).
-    What hiredis does not take (a memoryview; None, bool, ... which redis-py refuses with
-    DataError) goes to redis-py's own packer, so behaviour is redis-py's."""
-    packed = _PACKED.get(connection_class)
-    if packed is None:
-
-        def pack_command(self: AsyncConnection, *args: Any) -> list[bytes]:
-            # As redis-py does: "CONFIG GET" given as one name goes out as two arguments.
-            head = args[0]
-            if isinstance(head, str):
-                split = (*head.encode().split(), *args[1:])
-            elif b" " in head:
-                split = (*head.split(), *args[1:])
-            else:
-                split = args
-            try:
-                return [hiredis.pack_command(split)]
-            except TypeError:
-                return connection_class.pack_command(self, *args)
-
-        packed = _PACKED[connection_class] = type(
-            connection_class.__name__, (connection_class,), {"pack_command": pack_command}
-        )
-    return packed
-
-
 def make_redis(url: str, settings: Settings) -> aioredis.Redis:
     """A Redis client with mailgate's limits. The pool blocks (up to 10 s) for a free
     connection instead of failing when all ``redis_max_connections`` are busy, so a burst of
@@ -100,7 +63,6 @@ def make_redis(url: str, settings: Settings) -> aioredis.Redis:
         health_check_interval=30,
         retry_on_timeout=False,
     )
-    pool.connection_class = with_c_packer(pool.connection_class)
     client: aioredis.Redis = aioredis.Redis.from_pool(pool)
     return client
 

@@ -17,7 +17,7 @@ As root, PostgreSQL refuses to run: the cluster is then owned by and run as ``no
 Nothing outside the data directory is changed for it: the directories from the data
 directory down to the cluster get the search bit for others, and when ``nobody`` cannot
 reach the server binaries (pgserver's wheel inside a virtualenv in root's 0700 home), the
-binaries are hard-linked (or copied) into ``data_dir/postgres/pginstall``. When ``nobody``
+binaries are hard-linked (or copied) into ``data_dir/postgres/pgbin``. When ``nobody``
 cannot reach the data directory itself (a parent such as /root is private), start-up stops
 with one line naming that parent and the fix; root's default data directory is therefore
 /var/lib/mailgate (see :func:`gateway.settings.default_data_dir`).
@@ -215,7 +215,7 @@ class EmbeddedPostgres(_Private):
         """``bin_dir``, or as root a private link farm of it that ``nobody`` can reach.
 
         pgserver's binaries find their ``lib`` and ``share`` next to ``bin`` (a relocatable
-        install), so the whole ``pginstall`` tree is linked into ``root/pginstall``; it stays
+        install), so the whole ``pginstall`` tree is linked into ``root/pgbin``; it stays
         owned by root and readable by others. The copy is refreshed when the source changes
         (another pgserver version)."""
         user = self._run_as
@@ -228,15 +228,22 @@ class EmbeddedPostgres(_Private):
                 "runs the embedded PostgreSQL as root (install Debian's postgresql package, "
                 "or set MAILGATE_DATABASE_URL)"
             )
-        target = self.root / "pginstall"
-        stamp = target / ".source"
+        # The wheel's binaries find their vendored libraries by a relative RPATH
+        # ($ORIGIN/../../../pgserver.libs: beside the package in site-packages), so the
+        # farm keeps the same shape: <farm>/<package>/<pginstall>/bin and <farm>/*.libs.
+        package = source.parent
+        farm = self.root / "pgbin"
+        target = farm / package.name / source.name
+        stamp = farm / ".source"
         wanted = f"{source}\n{(bin_dir / 'postgres').stat().st_mtime_ns}\n"
         if not stamp.exists() or stamp.read_text() != wanted:
             self.root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(farm, ignore_errors=True)
             for part in ("bin", "lib", "share"):
                 shutil.copytree(source / part, target / part, copy_function=_link_or_copy)
-            for path in (target, *target.rglob("*")):
+            for libs in package.parent.glob(f"{package.name}*.libs"):
+                shutil.copytree(libs, farm / libs.name, copy_function=_link_or_copy)
+            for path in (farm, *farm.rglob("*")):
                 if path.is_dir():
                     path.chmod(0o755)
             stamp.write_text(wanted)
@@ -611,7 +618,8 @@ class EmbeddedRedis(_Private):
                 "appendonly yes\n"
                 "appendfsync everysec\n"
                 'save ""\n'
-                'notify-keyspace-events ""\n'
+                # The job runtime's idle workers wake on list events (gateway/jobs/worker.py).
+                "notify-keyspace-events Kl\n"
             )
         return conf
 

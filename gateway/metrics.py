@@ -65,6 +65,12 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.jobs_timed_out = Counter(
+            "jobs_timed_out_total",
+            "Job attempts cancelled for running past their family's limit (job_timeouts).",
+            ["queue"],
+            registry=r,
+        )
         self.jobs_dead = Counter(
             "jobs_dead_total", "Jobs moved to the dead-letter queue.", ["queue"], registry=r
         )

@@ -33,6 +33,7 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError as SourceError
 
 from gateway.errors import UserFacingError
+from gateway.jobs.contracts import FAMILIES
 
 ENV_PREFIX = "MAILGATE_"
 # Entry-point group of the daemon's components (gateway.components reads it too).
@@ -226,6 +227,21 @@ class Settings(BaseSettings):
         le=60,
         description="An idle worker is woken by Redis keyspace notifications; it also "
         "checks the queues this often in case one was missed (0-60].",
+    )
+    redis_set_notifications: bool = Field(
+        default=False,
+        description="Let the worker turn on keyspace notifications (CONFIG SET "
+        "notify-keyspace-events Kl) on a Redis where they are off. Off by default: the Redis "
+        "may be the platform's, and CONFIG SET changes it for every client; without "
+        "notifications idle workers poll every 50 ms. The embedded Redis has them on.",
+    )
+    job_timeouts: str = Field(
+        default="",
+        description="Per queue family, the seconds one attempt of a job may run before it is "
+        "cancelled and counted as a failed attempt: 'family=seconds' comma-separated (e.g. "
+        "'import=28800,webhook=30'). Unnamed families keep their defaults: "
+        + ", ".join(f"{f.name} {f.timeout_s:g}" for f in FAMILIES)
+        + ".",
     )
     # -- ingest (IMAP): fields added by ingest/ ------------------------------------------
     ingest_account_poll_s: float = Field(
@@ -620,6 +636,12 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("job_timeouts")
+    @classmethod
+    def _job_timeouts(cls, value: str) -> str:
+        job_timeouts(value)
+        return value
+
     @field_validator("bounce_domains")
     @classmethod
     def _domains(cls, value: list[str]) -> list[str]:
@@ -658,6 +680,25 @@ class Settings(BaseSettings):
             else:
                 out[name] = value
         return out
+
+
+def job_timeouts(text: str) -> dict[str, float]:
+    """Seconds per queue family: the defaults of :data:`gateway.jobs.contracts.FAMILIES`
+    with the overrides of ``text`` ('family=seconds,...'); a bad entry is a ValueError."""
+    out = {f.name: f.timeout_s for f in FAMILIES}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, seconds = item.partition("=")
+        name = name.strip()
+        if not sep or name not in out:
+            raise ValueError(f"{item!r}: expected family=seconds, family one of {', '.join(out)}")
+        try:
+            value = float(seconds)
+        except ValueError:
+            raise ValueError(f"{item!r}: seconds must be a number") from None
+        if not 1 <= value <= 7 * 86400:
+            raise ValueError(f"{item!r}: seconds must be between 1 and 604800")
+        out[name] = value
+    return out
 
 
 def _check_url(url: str, schemes: tuple[str, ...], default_port: int) -> None:

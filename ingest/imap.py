@@ -15,7 +15,8 @@ kinds. It also covers aioimaplib's blind spots (see ``realpeers.md``):
   (:attr:`ImapSession.exists_seen`) so the watcher searches again instead of IDLEing past it;
 * aioimaplib formats every received chunk into a debug log message even when debug logging
   is off, and recurses once per line (a read of ~1,000 lines overflows the stack): the
-  session's protocol receives data without the formatting, a few KB of lines at a time.
+  session's protocol receives data without the formatting, a few KB of lines at a time
+  (:mod:`gateway.compat.aioimaplib`, the one place that touches aioimaplib's internals).
 
 Messages are fetched with ``BODY.PEEK[]``: the user's ``\\Seen`` flags are never touched.
 """
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
+from gateway.compat import aioimaplib as compat
 from ingest.errors import (
     ImapPermanentError,
     ImapTemporaryError,
@@ -41,7 +43,6 @@ from ingest.errors import (
 from ingest.imapwire import FetchedItem, SelectInfo, parse_fetch, parse_list, parse_select
 
 T = TypeVar("T")
-FEED_BYTES = 4096  # IMAP lines handed to aioimaplib at once (see ImapSession.__init__)
 META_ITEMS = "(UID RFC822.SIZE INTERNALDATE)"
 BODY_ITEMS = "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[])"
 
@@ -83,44 +84,11 @@ class ImapSession:
         self._timeout_s = timeout_s
         self.selected: SelectInfo | None = None
         self.exists_seen = 0
-        proto = client.protocol
-        original = proto._untagged_response
+        compat.install_feed(client.protocol, self._on_untagged)
 
-        def untagged(line: bytes) -> Any:
-            if line.endswith(b" EXISTS"):
-                self.exists_seen += 1
-            return original(line)
-
-        proto._untagged_response = untagged
-
-        def feed(data: bytes) -> None:
-            try:
-                proto._handle_responses(
-                    proto.incomplete_line + data, proto._handle_line, proto.current_command
-                )
-                proto.incomplete_line = b""
-                proto.current_command = None
-            except aioimaplib.IncompleteRead as incomplete:
-                proto.current_command = incomplete.cmd
-                proto.incomplete_line = incomplete.data
-
-        def data_received(data: bytes) -> None:
-            # Replaces aioimaplib's: it first formats every received chunk into a debug
-            # message, logged or not ('%s' % bytes: ~0.7 ms per 256 KB, ~10 % of the CPU of
-            # a backlog); and it handles each line one recursion level deeper, so a read of
-            # ~1,000 lines overflowed its stack (the connection then failed, and the same
-            # FETCH failed again after every reconnect). Lines are fed FEED_BYTES at a time
-            # (a few hundred at most); a literal in progress is fed whole (no recursion).
-            start = 0
-            while start < len(data):
-                cmd = proto.current_command
-                step = FEED_BYTES
-                if cmd is not None and cmd.wait_literal_data():
-                    step += cmd._expected_size - len(cmd._resp_literal_data)
-                feed(data[start : start + step])
-                start += step
-
-        proto.data_received = data_received
+    def _on_untagged(self, line: bytes) -> None:
+        if line.endswith(b" EXISTS"):
+            self.exists_seen += 1
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -180,19 +148,7 @@ class ImapSession:
 
     def close(self) -> None:
         """Drop the connection now and cancel what aioimaplib left waiting."""
-        client = self._client
-        with contextlib.suppress(Exception):
-            if client._idle_waiter is not None:
-                client._idle_waiter.cancel()
-        tasks = [*client.tasks, *client.protocol.tasks, client._client_task]
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled():
-                task.exception()  # retrieved: no "exception was never retrieved" noise
-        transport = client.protocol.transport
-        if transport is not None:
-            transport.abort()
+        compat.abort(self._client)
 
     async def logout(self, timeout_s: float = 2.0) -> None:
         """A polite LOGOUT (best effort, bounded), then :meth:`close`."""

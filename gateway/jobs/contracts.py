@@ -378,6 +378,7 @@ class Family:
     payload: type[Payload]
     example: dict[str, Any]
     summary: str
+    timeout_s: float = 300.0  # one attempt's limit (settings: job_timeouts)
 
     def validate(self, data: dict[str, Any]) -> Payload:
         """The payload model; raises :class:`PayloadInvalid` naming the first bad field."""
@@ -400,6 +401,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
             "messageId": "<abc@example.com>",
         },
         "store an email (content, message, attachments in one transaction)",
+        timeout_s=120,
     ),
     Family(
         "email-sending",
@@ -413,6 +415,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
             "campaign_id": "camp_xyz",
         },
         "send one message (email.send; seed 000's shape is accepted too)",
+        timeout_s=300,
     ),
     Family(
         "warmup",
@@ -420,6 +423,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
         WarmupPayload,
         {"email_account_id": "acc_1", "warmup_type": "outbound", "sequence_step": 0},
         "one warmup step of an account",
+        timeout_s=600,
     ),
     Family(
         "bounce",
@@ -432,6 +436,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
             "recipient_email": "gone@example.net",
         },
         "process a bounce (the seed's outcome, or a stored report to classify)",
+        timeout_s=120,
     ),
     Family(
         "analytics",
@@ -439,6 +444,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
         AnalyticsPayload,
         {"tenant_id": "t1", "day": "2026-12-05"},
         "recompute a day's analytics_daily rows",
+        timeout_s=3600,
     ),
     Family(
         "webhook",
@@ -446,6 +452,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
         WebhookPayload,
         {"tenant_id": "t1", "endpoint_id": "ep_1", "event_id": "42"},
         "deliver one event to one webhook endpoint",
+        timeout_s=60,
     ),
     Family(
         "campaign",
@@ -453,6 +460,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
         CampaignPayload,
         {"campaign_id": "camp_xyz", "tenant_id": "t1"},
         "fan a campaign's list out into email.send jobs",
+        timeout_s=3600,
     ),
     Family(
         "import",
@@ -464,6 +472,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
             "mapping": {"col_0": "email", "col_1": "name"},
         },
         "import a CSV of contacts",
+        timeout_s=14400,
     ),
     Family(
         "export",
@@ -471,6 +480,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
         ExportPayload,
         {"tenant_id": "t1", "kind": "contacts", "format": "csv"},
         "export a tenant's rows to a file",
+        timeout_s=7200,
     ),
     Family(
         "maintenance",
@@ -478,6 +488,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
         MaintenancePayload,
         {},
         "delete what is past retention",
+        timeout_s=3600,
     ),
 )
 

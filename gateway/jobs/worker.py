@@ -6,11 +6,13 @@ A worker killed at any instant loses nothing: what it held stays in its processi
 until the reaper of any instance sees its heartbeat gone and returns the jobs to the head of
 their queues.
 
-Waiting: an idle worker blocks on Redis keyspace notifications for the queue keys (it turns
-them on with CONFIG SET when the server allows it), so a job pushed by a producer is picked
-up within a millisecond or two, and an idle worker costs Redis nothing but one subscription.
-A slow safety check every ``worker_idle_poll_s`` covers a missed notification; if the server
-refuses CONFIG SET the worker falls back to polling every 50 ms and says so.
+Waiting: an idle worker blocks on Redis keyspace notifications for the queue keys, so a job
+pushed by a producer is picked up within a millisecond or two, and an idle worker costs
+Redis nothing but one subscription. The notifications must be on (``notify-keyspace-events
+Kl``; the embedded Redis has them); the worker sets them itself only when
+``redis_set_notifications`` allows, since CONFIG SET changes a Redis the platform may share.
+A slow safety check every ``worker_idle_poll_s`` covers a missed notification; without
+notifications the worker polls every 50 ms and says so once.
 
 Failing: an exception schedules a retry after ``min(2^n s, cap)`` plus up to 10 % jitter in
 the ``queue:delayed`` sorted set; every instance's promoter moves due jobs back. Nobody sleeps
@@ -49,6 +51,7 @@ from gateway.jobs.envelope import Job, MalformedJob, backoff_delay_s, parse_job,
 from gateway.jobs.handlers import HandlerSpec
 from gateway.jobs.tracking import Execution, Finisher, JobRow, Outcome, result_json
 from gateway.logs import bind
+from gateway.settings import job_timeouts
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,10 @@ FALLBACK_POLL_S = 0.05
 # sooner, and then one upsert (the final state, start time included) replaces two.
 RUNNING_ROW_AFTER_S = 1.0
 ERROR_TEXT_LIMIT = 4000
+
+
+class JobTimedOut(Exception):
+    """An attempt ran past its family's limit and was cancelled (a failed attempt)."""
 
 
 def make_worker_id() -> str:
@@ -121,6 +128,7 @@ class Worker:
         self.job_ttl_s = settings.job_ttl_s
         self.retry_cap_s = settings.job_retry_max_delay_s
         self.idle_poll_s = settings.worker_idle_poll_s
+        self.timeouts_s = job_timeouts(settings.job_timeouts)
         self.heartbeat_interval_s = max(0.2, self.stalled_timeout_s / 6)
         self.stats = WorkerStats()
         self.metrics = app.metrics
@@ -138,6 +146,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._cancelling = False
         self._notifications = False
+        self._polling_said = False
         self._tasks: list[asyncio.Task[None]] = []
         self._taking: asyncio.Task[None] | None = None
         self.started = False
@@ -371,8 +380,22 @@ class Worker:
             # A producer pushed a payload its family's model refuses: it can never run.
             await self._finish_dead(job, str(exc), t0)
             return
+        limit_s = self.timeouts_s[spec.family]
         try:
-            result = await spec.run(job, payload)
+            async with asyncio.timeout(limit_s) as limit:
+                result = await spec.run(job, payload)
+        except TimeoutError as exc:
+            if not limit.expired():
+                await self._finish_failure(job, exc, t0)  # the handler's own timeout
+                return
+            # Past its family's limit: cancelled, and a failed attempt (retried or, after
+            # max_attempts, dead-lettered) so a hung handler cannot hold a slot forever.
+            self.metrics.jobs_timed_out.labels(job.queue).inc()
+            timed_out = JobTimedOut(
+                f"{spec.family} job ran past its {limit_s:g} s limit (job_timeouts)"
+            )
+            await self._finish_failure(job, timed_out, t0)
+            return
         except asyncio.CancelledError:
             if not self._cancelling:
                 raise
@@ -682,7 +705,9 @@ class Worker:
     # -- keyspace notifications -------------------------------------------------------------
 
     async def _enable_notifications(self) -> bool:
-        """Make sure list events on keyspace channels are on (K + l, or A)."""
+        """Whether list events on keyspace channels are on (K + l, or A). The worker turns
+        them on itself (CONFIG SET) only when ``redis_set_notifications`` allows it: the
+        Redis may be the platform's, and CONFIG SET changes it for every client."""
         try:
             reply: dict[Any, Any] = await self.redis.config_get("notify-keyspace-events")
             current: Any = reply.get("notify-keyspace-events") or reply.get(
@@ -691,17 +716,29 @@ class Worker:
             flags = set(current.decode() if isinstance(current, bytes) else str(current))
             if "K" in flags and ("l" in flags or "A" in flags):
                 return True
+            if not self.app.settings.redis_set_notifications:
+                self._say_polling(
+                    "keyspace notifications are off on this Redis; idle workers poll every "
+                    "50 ms (set notify-keyspace-events Kl on the server, or "
+                    "MAILGATE_REDIS_SET_NOTIFICATIONS=true to let mailgate set it)"
+                )
+                return False
             await self.redis.config_set(
                 "notify-keyspace-events", "".join(sorted(flags | {"K", "l"}))
             )
             return True
         except ResponseError as exc:
-            log.warning(
+            self._say_polling(
                 "Redis refused CONFIG for keyspace notifications; idle workers will poll "
-                "every 50 ms (enable notify-keyspace-events Kl on the server to avoid it)",
-                extra={"error": str(exc)},
+                f"every 50 ms (enable notify-keyspace-events Kl on the server): {exc}"
             )
             return False
+
+    def _say_polling(self, message: str) -> None:
+        """Once per worker: why it polls."""
+        if not self._polling_said:
+            self._polling_said = True
+            log.warning(message)
 
     async def _notification_loop(self) -> None:
         db = int(self.redis.connection_pool.connection_kwargs.get("db", 0) or 0)

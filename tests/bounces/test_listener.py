@@ -588,6 +588,18 @@ def test_error_translation_is_complete() -> None:
         assert isinstance(translate_storage(cls.__new__(cls)), StorageUnavailable), cls
     for cls in {redis.exceptions.RedisError} | _subclasses(redis.exceptions.RedisError):
         assert isinstance(translate_queue(cls.__new__(cls)), QueueUnavailable), cls
-    for exc in (ConnectionRefusedError(), TimeoutError(), ValueError()):
-        assert isinstance(translate_storage(exc), StorageUnavailable)
-        assert isinstance(translate_queue(exc), QueueUnavailable)
+    # Which path each takes, by the reason it gives: a timeout is a timeout, not an outage.
+    cases = {
+        ConnectionRefusedError(): ("postgresql unreachable: ConnectionRefusedError",
+                                   "redis unreachable: ConnectionRefusedError"),
+        TimeoutError(): ("postgresql: timed out", "redis: timed out"),
+        ValueError(): ("postgresql: unexpected ValueError", "redis: unexpected ValueError"),
+    }  # fmt: skip
+    for exc, (storage, queue) in cases.items():
+        assert str(translate_storage(exc)) == storage
+        assert str(translate_queue(exc)) == queue
+    assert str(translate_storage(asyncpg.UniqueViolationError())) == (
+        "postgresql: UniqueViolationError"
+    )
+    already = QueueUnavailable("redis: x")
+    assert translate_storage(already) is already

@@ -375,7 +375,7 @@ async def test_delayed_dsn_is_recorded_not_counted(app: App, run_jobs: Any) -> N
     await run_jobs()
     assert (await delivery(app, "v4"))["status"] == "sent"
     assert await app.db.fetchval("SELECT outcome FROM bounce_reports") == "delayed"
-    assert await app.db.fetchval("SELECT type FROM events") == "email.delayed"
+    assert await app.db.fetchval("SELECT type FROM events") == "email.deferred"
     assert await app.db.fetchval("SELECT count(*) FROM suppressions") == 0
     assert await metrics_row(app) is None
 

@@ -135,7 +135,11 @@ async def test_run_from_a_private_virtualenv_changes_no_mode_above_the_data_dir(
     with (run_dir / "run.log").open("wb") as log_file:
         proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=log_file, cwd=home)
         try:
-            await _wait_healthy(port, proc, 60)
+            try:
+                await _wait_healthy(port, proc, 60)
+            except AssertionError:
+                log_file.flush()
+                raise AssertionError((run_dir / "run.log").read_text()[-3000:]) from None
             assert await _wait_for(port, "/readyz", proc, 30) < 30
             await _stop(proc)
         finally:
@@ -144,7 +148,8 @@ async def test_run_from_a_private_virtualenv_changes_no_mode_above_the_data_dir(
     log_text = (run_dir / "run.log").read_text()
     if os.geteuid() == 0:
         assert "PostgreSQL binaries linked where the server's user can reach them" in log_text
-        assert (run_dir / "data" / "postgres" / "pginstall" / "bin" / "postgres").exists()
+        farm = run_dir / "data" / "postgres" / "pgbin"
+        assert (farm / "pgserver" / "pginstall" / "bin" / "postgres").exists()
     assert _server_processes(run_dir / "data") == []
 
 

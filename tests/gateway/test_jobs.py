@@ -517,3 +517,71 @@ async def _has(d: dict[str, float], key: str) -> bool:
 async def _commands_processed(app: App) -> int:
     info = await app.redis.info("stats")
     return int(info["total_commands_processed"])
+
+
+async def test_a_job_past_its_family_timeout_is_a_failed_attempt(
+    app: App, make_worker: Any
+) -> None:
+    """A handler that hangs is cancelled at its family's limit (job_timeouts): the attempt
+    counts as failed (a retry is scheduled, the error names the limit), the slot is free
+    again, and a job that finishes in time is untouched."""
+    app.settings = app.settings.model_copy(update={"job_timeouts": "warmup=1"})
+    cancelled = asyncio.Event()
+
+    async def handler(j: Job) -> str:
+        if j.id == "hangs":
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return "ok"
+
+    await app.redis.lpush("queue:warmup:process", job("hangs"), job("quick"))
+    worker = await make_worker({"warmup": handler}, worker_concurrency=1)
+    await _wait_delayed(app)
+    assert cancelled.is_set()
+    tracked = await app.redis.hgetall("job:hangs")
+    assert tracked[b"status"] == b"retry_scheduled"
+    row = await app.db.fetchrow("SELECT status, last_error FROM jobs WHERE id = 'hangs'")
+    assert row["status"] == "retry_scheduled"
+    assert "warmup job ran past its 1 s limit" in row["last_error"]
+    await _wait_for(lambda: app.db.fetchval("SELECT count(*) FROM jobs WHERE id='quick' AND "
+                                            "status='completed'"), 1)  # fmt: skip
+    metric = worker.metrics.jobs_timed_out.labels("queue:warmup:process")._value.get()
+    assert metric == 1
+
+
+async def test_keyspace_notifications_are_set_only_when_allowed(
+    settings: Any, database_url: str, private_redis: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a Redis with notifications off, the worker does not CONFIG SET them unless
+    redis_set_notifications allows it; it says once that it polls, and still runs jobs."""
+    from gateway.app import Urls, open_app
+    from gateway.services import Services
+
+    ran: list[str] = []
+
+    async def handler(j: Job, payload: Payload) -> None:
+        ran.append(j.id)
+
+    for allowed in (False, True):
+        ran.clear()
+        s = settings.model_copy(update={"redis_set_notifications": allowed})
+        async with open_app(s, Urls(database_url, private_redis.url)) as app2:
+            await app2.redis.config_set("notify-keyspace-events", "")
+            worker = Worker(app2, {"warmup": HandlerSpec("warmup", handler, None, Payload)})
+            await worker.start()
+            try:
+                await app2.redis.lpush("queue:warmup:process", job(f"n-{allowed}"))
+                await worker.run_until_empty(10)
+            finally:
+                await worker.stop(asyncio.get_running_loop().time() + 5)
+            flags = (await app2.redis.config_get("notify-keyspace-events"))[
+                "notify-keyspace-events"
+            ]
+            assert ran == [f"n-{allowed}"]
+            assert (set(flags) >= {"K", "l"}) is allowed, flags
+            await Services(app2).aclose()
+    said = [r for r in caplog.records if "idle workers poll every 50 ms" in r.getMessage()]
+    assert len(said) == 1

@@ -142,8 +142,55 @@ def test_parser_never_raises_and_keeps_raw(headers: list[tuple[str, bytes]], tre
     raw = b"".join(n.encode() + b": " + v + b"\r\n" for n, v in headers) + tree
     result = analyse(raw, 1 << 20)
     assert result.raw == raw
-    assert result.parsed.status in ("received", "parse_failed")
-    assert result.kind in ("email", "auto_reply", "bounce", "complaint")
+    # Which path ran: a parse, or a failure that says why (never a silent failure).
+    if result.parsed.status == "received":
+        assert result.parsed.parse_error is None
+    else:
+        assert result.parsed.status == "parse_failed" and result.parsed.parse_error
+    assert result.kind in ("email", "auto_reply", "bounce", "complaint", "challenge")
+
+
+def _clean_tree(depth: int) -> st.SearchStrategy[EmailMessage]:
+    """Well-formed messages built by the standard library (text and binary parts, nested)."""
+    text = st.text(st.characters(min_codepoint=32, max_codepoint=0x24F), max_size=200)
+
+    def leaf(body: str, subtype: str) -> EmailMessage:
+        msg = EmailMessage()
+        msg.set_content(body, subtype=subtype)
+        return msg
+
+    def attach(base: EmailMessage, blob: bytes) -> EmailMessage:
+        base.add_attachment(blob, maintype="application", subtype="pdf", filename="a.pdf")
+        return base
+
+    node = st.builds(leaf, text, st.sampled_from(["plain", "html"]))
+    if depth > 0:
+        node = st.one_of(node, st.builds(attach, _clean_tree(depth - 1), st.binary(max_size=300)))
+    return node
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(message=_clean_tree(2))
+def test_well_formed_messages_parse(message: EmailMessage) -> None:
+    """A well-formed message takes the parse path, not the fallback: status received, no
+    parse error, and its attachments found."""
+    message["Subject"] = "t"
+    raw = message.as_bytes()
+    result = analyse(raw, 1 << 20)
+    assert result.parsed.status == "received", result.parsed.parse_error
+    assert result.parsed.parse_error is None
+    expected = sum(1 for part in message.walk() if part.get_filename() == "a.pdf")
+    assert len(result.parsed.attachments) == expected
+
+
+def test_the_failure_path_says_why_and_keeps_headers() -> None:
+    """Structure nested past the recursion limit takes the fallback: parse_failed with the
+    reason, headers still read, raw whole."""
+    nested = b"Content-Type: message/rfc822\r\n\r\n" * 5000 + b"\r\nbody"
+    raw = b"Subject: deep\r\nFrom: a@b.test\r\n" + nested
+    result = analyse(raw, 1 << 22)
+    assert result.parsed.status == "parse_failed" and result.parsed.parse_error
+    assert result.parsed.subject == "deep" and result.raw == raw
 
 
 @settings(max_examples=300, deadline=None)
@@ -151,7 +198,8 @@ def test_parser_never_raises_and_keeps_raw(headers: list[tuple[str, bytes]], tre
 def test_parser_never_raises_on_any_bytes(raw: bytes) -> None:
     """Arbitrary bytes never raise; the raw stays whole."""
     result = analyse(raw, 1 << 20)
-    assert result.raw == raw and result.parsed.status in ("received", "parse_failed")
+    assert result.raw == raw
+    assert (result.parsed.status == "received") == (result.parsed.parse_error is None)
 
 
 @pytest.mark.parametrize(

@@ -68,8 +68,8 @@ async def test_reply_auto_reply_and_bounce(
     assert (rows[4]["message_type"], rows[4]["delivery_id"]) == ("email", None)
     events = await app.db.fetch("SELECT type, subject_id FROM events ORDER BY type")
     assert [(e["type"], e["subject_id"]) for e in events] == [
-        ("auto_reply.received", "dlv1"),
-        ("reply.received", "dlv1"),
+        ("email.auto_replied", "dlv1"),
+        ("email.replied", "dlv1"),
     ]
     metrics = await app.db.fetchrow("SELECT * FROM campaign_metrics WHERE campaign_id='camp1'")
     assert (metrics["replies"], metrics["auto_replies"]) == (1, 1)
