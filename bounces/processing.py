@@ -127,6 +127,8 @@ def result_from_request(request: BounceRequest) -> BounceResult:
         bounce_type="hard" if request.bounce_type == "hard" else "soft",
         reason=request.bounce_reason or "",
         action="failed",
+        status=request.status or "",
+        diagnostic=request.diagnostic or "",
         original_message_id=request.message_id or "",
     )
 
@@ -227,7 +229,7 @@ class _Report:
     result: BounceResult
     outcome: str
     delivery: Delivery | None
-    attribution: str  # verp, message_id, recipient, none
+    attribution: str  # delivery, verp, message_id, recipient, none
     cause: str = ""  # why unattributed
 
 
@@ -362,6 +364,15 @@ class BounceProcessor:
         self, conn: asyncpg.Connection, request: BounceRequest, result: BounceResult
     ) -> tuple[Delivery | None, str]:
         tenant = request.tenant_id
+        if request.delivery_id is not None and tenant is not None:
+            # Delivery's own 5xx at send time: the job names its delivery.
+            row = await conn.fetchrow(
+                "SELECT id, tenant_id, campaign_id, recipient_email, message_id"
+                " FROM email_deliveries WHERE tenant_id = $1 AND id = $2",
+                tenant,
+                request.delivery_id,
+            )
+            return (_delivery(row), "delivery") if row is not None else (None, "none")
         for header, value in result.original_headers:
             if header.lower() in ("return-path", "sender", "x-original-sender", "from"):
                 found = await self._by_verp_text(conn, tenant, value)

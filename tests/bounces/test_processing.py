@@ -25,7 +25,7 @@ from bounces.processing import (
 )
 from gateway.app import App
 from gateway.jobs import keys
-from gateway.jobs.contracts import BOUNCE, PayloadInvalid, family_of
+from gateway.jobs.contracts import BOUNCE, BouncePayload, PayloadInvalid, encode_job, family_of
 from gateway.jobs.envelope import new_job
 from gateway.jobs.worker import Worker
 from gateway.messages import MessageRecord, store_message
@@ -550,3 +550,34 @@ def test_report_key_ignores_kind_and_position() -> None:
     assert a == report_key(req, BounceResult("complaint", recipient="a@x"))
     seed = BounceRequest(source="job", message_id="m", bounce_type="hard")
     assert report_key(seed, BounceResult("dsn")) == report_key(seed, BounceResult("dsn"))
+
+
+async def test_a_bounce_job_from_delivery_is_attributed_to_its_delivery(
+    app: App, run_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """Delivery's own 5xx names its delivery_id: processing uses it directly (not the
+    Message-ID or recipient, which here point at another delivery), with the reply's status
+    and diagnostic, and counts it once however often the job runs."""
+    await add_delivery(app, "dx", recipient="gone@rcpt.test", message_id="<dx@m>")
+    await add_delivery(app, "other", recipient="gone@rcpt.test", message_id="<other@m>")
+    payload = BouncePayload(
+        tenant_id="t1",
+        delivery_id="dx",
+        message_id="<other@m>",
+        recipient_email="gone@rcpt.test",
+        bounce_type="hard",
+        bounce_reason="userunknown",
+        status="5.1.1",
+        smtp_code=550,
+        diagnostic="550 5.1.1 no such user",
+        source="smtp_reply",
+    )
+    for _ in range(2):
+        await app.redis.lpush(BOUNCE, encode_job(BOUNCE, payload))
+        await run_jobs()
+    row = await delivery(app, "dx")
+    assert row["status"] == "bounced" and row["bounce_status"] == "5.1.1"
+    assert (await delivery(app, "other"))["status"] == "sent"
+    report = await app.db.fetchrow("SELECT attribution, diagnostic FROM bounce_reports")
+    assert report["attribution"] == "delivery" and "no such user" in report["diagnostic"]
+    assert (await metrics_row(app))["bounced_hard"] == 1
