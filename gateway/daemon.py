@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.app import App, open_app, open_urls
 from gateway.components import Component, ComponentFactory, discover, select
-from gateway.http import HttpEndpoint
+from gateway.http import HttpEndpoint, discover_routes
 from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
@@ -142,6 +142,7 @@ class Daemon:
             render_metrics=self.metrics.render,
             refresh_metrics=self.metrics.refresh,
             readiness=self.readiness,
+            routes=discover_routes(app, services),
         )
         await self.http.start()
         log.info(

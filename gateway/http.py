@@ -3,19 +3,39 @@
 ``/healthz``: the event loop is alive (answering at all proves it) and how long ago each
 component last reported; ``/readyz``: PostgreSQL and Redis answer and every component has
 started (503 with the failing checks otherwise); ``/metrics``: Prometheus text.
+
+Other packages add routes (the dashboard, unsubscribe intake, ...) through entry points of
+group ``mailgate.http``: each names a factory ``routes(app, services) -> list of aiohttp
+RouteDef`` (:func:`discover_routes`), built by the daemon before the endpoint starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+if TYPE_CHECKING:
+    from gateway.app import App
+    from gateway.services import Services
+
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
+ROUTES_GROUP = "mailgate.http"
+RoutesFactory = Callable[["App", "Services"], Sequence[web.AbstractRouteDef]]
+
+
+def discover_routes(app: App, services: Services) -> list[web.AbstractRouteDef]:
+    """The routes every installed ``mailgate.http`` entry point contributes."""
+    found: list[web.AbstractRouteDef] = []
+    for ep in sorted(entry_points(group=ROUTES_GROUP), key=lambda e: e.name):
+        factory: RoutesFactory = ep.load()
+        found.extend(factory(app, services))
+    return found
 
 
 class HttpEndpoint:
@@ -29,12 +49,14 @@ class HttpEndpoint:
         render_metrics: Callable[[], bytes],
         refresh_metrics: Callable[[], Awaitable[None]] | None = None,
         readiness: ReadinessCheck,
+        routes: Sequence[web.AbstractRouteDef] = (),
     ):
         self._host = host
         self._port = port
         self._render_metrics = render_metrics
         self._refresh_metrics = refresh_metrics
         self._readiness = readiness
+        self._routes = tuple(routes)
         self._runner: web.AppRunner | None = None
         self._started = time.monotonic()
         self.bound_port: int | None = None
@@ -44,6 +66,7 @@ class HttpEndpoint:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_routes(self._routes)
         return app
 
     async def start(self) -> None:
