@@ -202,3 +202,35 @@ def test_output_piped_into_a_closed_reader_is_quiet(env: dict[str, str], tmp_pat
         timeout=60,
     )
     assert result.stdout.startswith("email-processing") and "Traceback" not in result.stderr
+
+
+class _Stream:
+    """A text stream that says whether it is a terminal."""
+
+    def __init__(self, tty: bool):
+        self.tty = tty
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+
+def test_progress_bar_on_a_terminal_only() -> None:
+    """The bar draws on a terminal (ending on the total) and writes nothing when piped."""
+    from gateway.cli import Progress
+
+    tty, pipe = _Stream(True), _Stream(False)
+    for stream in (tty, pipe):
+        bar = Progress(4, "working", stream=stream)  # type: ignore[arg-type]
+        for _ in range(4):
+            bar.advance()
+        bar.close()
+    assert pipe.text == ""
+    assert tty.text.endswith("working [" + "#" * 30 + "] 4/4\n") and tty.text.count("\r") == 4
