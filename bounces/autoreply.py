@@ -2,8 +2,8 @@
 classifier asks: the decision is :func:`gateway.messagekind.is_automatic`, the one
 classifier ingest and bounces share.
 
-Checked only after the message proved not to be a delivery report: MTAs mark their bounces
-``Auto-Submitted: auto-replied`` as well, so that header alone cannot tell a bounce apart.
+Checked only after the message proved not to be a delivery report: MTAs give their bounces
+the RFC 3834 "auto-replied" mark as well, so that mark alone cannot tell a bounce apart.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ failed after the commit and the peer never retried) is found by :meth:`Intake.re
 Tenant: a genuine VERP token names a delivery, and the delivery row names its tenant. A
 message with no genuine token is kept under :data:`UNATTRIBUTED_TENANT`; it changes
 nothing anywhere else. ``message_type`` at commit comes from the headers alone
-(:func:`provisional_type`: a report's ``report-type``, ``Auto-Submitted``), because the full
+(:func:`provisional_type`: the shared message-kind classifier on those headers), because the full
 classification is CPU work that must not delay the 250; processing classifies the message
 and records the kind it really is.
 """

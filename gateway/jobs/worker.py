@@ -60,6 +60,7 @@ FALLBACK_POLL_S = 0.05
 # sooner, and then one upsert (the final state, start time included) replaces two.
 RUNNING_ROW_AFTER_S = 1.0
 ERROR_TEXT_LIMIT = 4000
+DEADLINE_SWEEP_S = 1.0
 
 
 class JobTimedOut(Exception):
@@ -140,6 +141,10 @@ class Worker:
         self.finisher = Finisher(app.db, self.redis)
         self._busy: dict[str, int] = dict.fromkeys(handlers, 0)
         self._in_flight: dict[asyncio.Task[None], Job] = {}
+        # Per-attempt deadlines (loop time), checked by one sweep a second: cheaper than a
+        # timer per job, and a limit of minutes needs no finer precision.
+        self._deadlines: dict[asyncio.Task[None], float] = {}
+        self._timed_out: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._promote_wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -163,6 +168,7 @@ class Worker:
             (self._heartbeat_loop(), "heartbeat"),
             (self._reaper_loop(), "reaper"),
             (self._promoter_loop(), "promoter"),
+            (self._deadline_loop(), "deadlines"),
         ]
         self.metrics.add_refresher(self.refresh_depths)
         if self._notifications:
@@ -345,6 +351,7 @@ class Worker:
             self._busy[family] += 1
             task = asyncio.create_task(self._run(job, max(stalls, 0)), name=f"job-{job.id}")
             self._in_flight[task] = job
+            self._deadlines[task] = self._loop_time() + self.timeouts_s[family]
             self.finisher.note(
                 JobRow(job, "running", self.worker_id, job.attempt, started_at=started),
                 after_s=RUNNING_ROW_AFTER_S,
@@ -363,7 +370,11 @@ class Worker:
             log.exception("job outcome not recorded; it stays in the processing list")
         finally:
             self._busy[family] -= 1
-            self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            task = asyncio.current_task()
+            if task is not None:
+                self._in_flight.pop(task, None)
+                self._deadlines.pop(task, None)
+                self._timed_out.discard(task)
             self._slot_freed.set()
             # The take loop may be idling on the queues of other, unsaturated families
             # while this family's queue is full of work: a freed slot is a reason to look.
@@ -380,23 +391,19 @@ class Worker:
             # A producer pushed a payload its family's model refuses: it can never run.
             await self._finish_dead(job, str(exc), t0)
             return
-        limit_s = self.timeouts_s[spec.family]
         try:
-            async with asyncio.timeout(limit_s) as limit:
-                result = await spec.run(job, payload)
-        except TimeoutError as exc:
-            if not limit.expired():
-                await self._finish_failure(job, exc, t0)  # the handler's own timeout
-                return
-            # Past its family's limit: cancelled, and a failed attempt (retried or, after
-            # max_attempts, dead-lettered) so a hung handler cannot hold a slot forever.
-            self.metrics.jobs_timed_out.labels(job.queue).inc()
-            timed_out = JobTimedOut(
-                f"{spec.family} job ran past its {limit_s:g} s limit (job_timeouts)"
-            )
-            await self._finish_failure(job, timed_out, t0)
-            return
+            result = await self._call(spec, job, payload)
         except asyncio.CancelledError:
+            if asyncio.current_task() in self._timed_out:
+                # Past its family's limit (cancelled by the deadline sweep): a failed
+                # attempt, retried or dead-lettered, so a hung handler cannot hold a slot.
+                self.metrics.jobs_timed_out.labels(job.queue).inc()
+                limit_s = self.timeouts_s[spec.family]
+                timed_out = JobTimedOut(
+                    f"{spec.family} job ran past its {limit_s:g} s limit (job_timeouts)"
+                )
+                await self._finish_failure(job, timed_out, t0)
+                return
             if not self._cancelling:
                 raise
             await self._finish_release(job, t0)
@@ -411,6 +418,16 @@ class Worker:
             await self._finish_failure(job, exc, t0)
             return
         await self._finish_complete(job, result, t0)
+
+    async def _call(self, spec: HandlerSpec, job: Job, payload: Any) -> Any:
+        """The handler, under its deadline: once it returns or raises, the deadline sweep
+        no longer concerns this task (finishing the job is never cut short)."""
+        try:
+            return await spec.run(job, payload)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._deadlines.pop(task, None)
 
     def _duration_ms(self, t0: float) -> float:
         return (time.perf_counter() - t0) * 1000.0
@@ -623,6 +640,19 @@ class Worker:
             pipe.pexpire(key, ttl_ms)
             pipe.sadd(keys.WORKERS, self.worker_id)
             await pipe.execute()
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _deadline_loop(self) -> None:
+        """Once a second: cancel the jobs that ran past their family's limit."""
+        while True:
+            await asyncio.sleep(DEADLINE_SWEEP_S)
+            now = self._loop_time()
+            for task, deadline in list(self._deadlines.items()):
+                if deadline <= now and task not in self._timed_out and not task.done():
+                    self._timed_out.add(task)
+                    task.cancel()
 
     async def _heartbeat_loop(self) -> None:
         while True:
