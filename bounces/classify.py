@@ -17,14 +17,13 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from bounces import arf, autoreply, dsn, formats, rhost, sesjson
-from bounces.codes import find_reply_code, find_status
+from bounces import arf, autoreply, dsn, formats, lhost, rhost, sesjson, smtpcommand
+from bounces.codes import find_reply, find_status, prefer
 from bounces.message import ParsedReport, parse_report
-from bounces.model import NOT_BOUNCE, BounceResult, BounceType
-from bounces.reasons import bounce_type, decide, smtp_command
+from bounces.model import NOT_BOUNCE, BounceResult
+from bounces.reasons import Evidence, bounce_type, decide
 
 _MAX_DIAGNOSTIC = 1000
-_CUT_REPLY = re.compile(r"[245]\d\d-")
 #: PowerMTA's X-PowerMTA-BounceCategory values (its own verdict on each recipient).
 _CATEGORY_REASON = {
     "bad-domain": "hostunknown", "bad-mailbox": "userunknown", "inactive-mailbox": "suspend",
@@ -96,9 +95,53 @@ def _dsn_records(report: ParsedReport) -> list[dsn.DsnRecipient]:
     return unique
 
 
+def _squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+#: The code prefix a multi-line SMTP reply repeats on every line ("550-5.7.1 ... 550 5.7.1 ..."):
+#: removed so that phrases broken across lines read as one sentence.
+_CONTINUATION = re.compile(r"\b([245]\d\d)[- ](?:[245]\.\d{1,3}\.\d{1,3}\s)?")
+
+
+def _join_reply_lines(text: str, reply: str) -> str:
+    """Drop the repeats of a multi-line reply's prefix, keeping the first one."""
+    if not reply or f"{reply}-" not in text:
+        return text
+    first = True
+
+    def keep_first(match: re.Match[str]) -> str:
+        nonlocal first
+        if match.group(1) != reply:
+            return match.group(0)
+        if first:
+            first = False
+            return match.group(0)
+        return ""
+    return _squeeze(_CONTINUATION.sub(keep_first, text))
+
+
+def _evidence(diagnostic: str, status_field: str, action: str, command: str,
+              diagnostic_type: str = "", hint: str = "") -> tuple[Evidence, str, str]:
+    """Build the decision procedure's view of one recipient: (evidence, status, reply)."""
+    found = find_status(diagnostic)
+    reply = find_reply(diagnostic, found or status_field)
+    status = prefer(status_field, found, reply)
+    diagnostic = _join_reply_lines(diagnostic, reply)
+    dtype = diagnostic_type.upper() or "SMTP"
+    if dtype in ("X-POSTFIX", "X-SMTP"):
+        dtype = "SMTP"
+    if command not in ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "QUIT"):
+        command = ""
+    ev = Evidence(status=status, diagnostic=diagnostic.lower(), diagnostic_type=dtype,
+                  action=action, command=command, reply_code=reply, hint=hint)
+    return ev, status, reply
+
+
 def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
               original: tuple[tuple[str, str], ...], message_id: str) -> list[BounceResult]:
     scanned = {r.recipient: r for r in formats.scan(report, text, set())} if text else {}
+    mta = lhost.recognise(report)
     out = []
     for rec in records:
         if rec.recipient.startswith("@") and len(records) == 1 and len(scanned) == 1:
@@ -107,64 +150,56 @@ def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
         extra = scanned.get(rec.recipient.lower())
         if extra is None and len(records) == 1 and len(scanned) == 1:
             extra = next(iter(scanned.values()))  # one recipient, named differently in the text
-        diagnostic = rec.diagnostic or (extra.diagnostic if extra else "")
+        diagnostic = _squeeze(rec.diagnostic)
+        told = _squeeze(extra.diagnostic) if extra else ""
         if not diagnostic:
-            diagnostic = " ".join(text.split())[:_MAX_DIAGNOSTIC]
-        status = rec.status
-        found = find_status(diagnostic)
-        if found and (not status or (status.endswith(".0.0") and found[0] == status[0])):
-            status = found
-        action = rec.action or ("failed" if status.startswith(("4", "5")) else "")
-        context = f"{diagnostic} {extra.diagnostic if extra else ''}"
-        command = smtp_command(context) or smtp_command(text)
-        remote = rec.remote_mta or rhost.remote_host(context)
-        vendor = (_CATEGORY_REASON.get(rec.category, "")
-                  or rhost.appliance_reason(report.header, context)
-                  or rhost.provider_reason(remote, rec.recipient, context, status, command,
-                                           rec.reporting_mta))
-        # A multi-line reply cut to its first line ("552-5.7.0 ...") is read with the report
-        # text that quotes the rest of it.
-        told = context if _CUT_REPLY.match(diagnostic) else diagnostic
-        reason = vendor or decide(status, told, action, command, rec.diagnostic_type)
-        if reason in ("onhold", "undefined") and extra is not None and not vendor:
-            reason = decide(status, extra.diagnostic, action, command, rec.diagnostic_type)
-        reply = find_reply_code(diagnostic)
-        kind_reason = "delivered" if action in ("delivered", "relayed", "expanded") else reason
+            diagnostic = told or _squeeze(text)[:_MAX_DIAGNOSTIC]
+        elif told and len(told) > len(diagnostic) and diagnostic.lower() in told.lower():
+            diagnostic = told  # the text quotes the whole reply the field cut short
+        both = diagnostic if told in diagnostic else f"{diagnostic} {told}"
+        said = lhost.verdict(mta, both)
+        command = said.command or smtpcommand.find(diagnostic) or smtpcommand.find(told)
+        action = rec.action or ("failed" if rec.status.startswith(("4", "5")) else "")
+        hint = (_CATEGORY_REASON.get(rec.category, "") or said.reason
+                or rhost.appliance_reason(report.header, diagnostic))
+        ev, status, reply = _evidence(diagnostic, rec.status, action, command,
+                                      rec.diagnostic_type, hint)
+        remote = rec.remote_mta or rhost.remote_host(f"{diagnostic} {told}")
+        vendor = rhost.provider_reason(remote, rec.recipient, ev.diagnostic, status,
+                                       ev.command, rec.reporting_mta)
+        reason = decide(ev, vendor)
+        if action in ("delivered", "relayed", "expanded"):
+            reason = "delivered"
         out.append(BounceResult(
             kind="dsn", recipient=rec.recipient.lower(),
-            bounce_type=_btype(kind_reason, status, reply, action),
-            reason=kind_reason, status=status, reply_code=reply,
-            diagnostic=diagnostic[:_MAX_DIAGNOSTIC], remote_mta=rec.remote_mta, action=action,
-            original_message_id=message_id, original_headers=original))
+            bounce_type=bounce_type(reason, status, diagnostic), reason=reason, status=status,
+            reply_code=int(reply) if reply else None, diagnostic=diagnostic[:_MAX_DIAGNOSTIC],
+            remote_mta=rec.remote_mta, action=action, original_message_id=message_id,
+            original_headers=original))
     return out
-
-
-def _btype(reason: str, status: str, reply: int | None, action: str) -> BounceType | None:
-    value = bounce_type(reason, status, reply, action)
-    return "hard" if value == "hard" else "soft" if value == "soft" else None
-
-
 
 
 def _from_text(report: ParsedReport, text: str, original: tuple[tuple[str, str], ...],
                message_id: str) -> list[BounceResult]:
+    mta = lhost.recognise(report)
     out = []
     for item in formats.list_refusal(report, text) or formats.scan(
             report, text, _exclusions(report)):
-        status = find_status(item.diagnostic)
-        reply = find_reply_code(item.diagnostic)
+        diagnostic = _squeeze(item.diagnostic)
         action = "delayed" if item.delayed else "failed"
-        command = smtp_command(item.diagnostic) or smtp_command(text)
-        reason = (formats.format_hint(item.recipient)
-                  or rhost.appliance_reason(report.header, item.diagnostic)
-                  or rhost.provider_reason(rhost.remote_host(item.diagnostic), item.recipient,
-                                           item.diagnostic, status, command)
-                  or decide(status, item.diagnostic, action, command))
+        said = lhost.verdict(mta, diagnostic)
+        hint = (formats.format_hint(item.recipient) or said.reason
+                or rhost.appliance_reason(report.header, diagnostic))
+        command = said.command or smtpcommand.find(diagnostic)
+        ev, status, reply = _evidence(diagnostic, "", action, command, hint=hint)
+        vendor = rhost.provider_reason(rhost.remote_host(diagnostic), item.recipient,
+                                       ev.diagnostic, status, ev.command)
+        reason = decide(ev, vendor)
         out.append(BounceResult(
-            kind="dsn", recipient=item.recipient, bounce_type=_btype(reason, status, reply, action),
-            reason=reason, status=status, reply_code=reply,
-            diagnostic=item.diagnostic[:_MAX_DIAGNOSTIC], action=action,
-            original_message_id=message_id, original_headers=original))
+            kind="dsn", recipient=item.recipient,
+            bounce_type=bounce_type(reason, status, diagnostic), reason=reason, status=status,
+            reply_code=int(reply) if reply else None, diagnostic=diagnostic[:_MAX_DIAGNOSTIC],
+            action=action, original_message_id=message_id, original_headers=original))
     return out
 
 
@@ -174,21 +209,20 @@ def _from_ses(event: sesjson.SesEvent, message_id: str) -> BounceResult:
         return BounceResult(kind="complaint", recipient=event.recipient.lower(),
                             reason="feedback", feedback_type=event.feedback_type,
                             original_message_id=message_id)
-    status = event.status or find_status(event.diagnostic)
     action = event.action or ("failed" if event.permanent else "delayed")
+    diagnostic = _squeeze(event.diagnostic)
+    ev, status, reply = _evidence(diagnostic, event.status, action, smtpcommand.find(diagnostic))
     if event.kind == "delivery" or status.startswith("2."):
         reason = "delivered"
     else:
-        reason = decide(status, event.diagnostic, action, smtp_command(event.diagnostic))
+        reason = decide(ev)
         if reason in ("onhold", "undefined"):
             reason = sesjson.SUBTYPE_REASON.get(event.subtype, reason)
-    reply = find_reply_code(event.diagnostic)
     return BounceResult(
         kind="dsn", recipient=event.recipient.lower(),
-        bounce_type=_btype(reason, status, reply, action), reason=reason,
-        status=status or find_status(event.diagnostic), reply_code=reply,
-        diagnostic=event.diagnostic[:_MAX_DIAGNOSTIC], remote_mta=event.remote_mta,
-        action=action, original_message_id=message_id)
+        bounce_type=bounce_type(reason, status, diagnostic), reason=reason, status=status,
+        reply_code=int(reply) if reply else None, diagnostic=diagnostic[:_MAX_DIAGNOSTIC],
+        remote_mta=event.remote_mta, action=action, original_message_id=message_id)
 
 
 def _complaints(report: ParsedReport, original: tuple[tuple[str, str], ...],

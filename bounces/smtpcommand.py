@@ -1,0 +1,55 @@
+"""The SMTP command a refusal answered, read from a report's text.
+
+The command decides several reasons (:mod:`bounces.reasons`): "unknown user" at RCPT is an
+unknown user, the same words after DATA a content filter; a refusal at MAIL is about the sender;
+at HELO/EHLO or on connection, about the client. MTAs say it in a few fixed ways:
+
+* Postfix: ``(in reply to RCPT TO command)``, ``(in reply to end of DATA command)``;
+* Sendmail and others quoting the transcript: ``>>> RCPT To:<a@b>`` then ``<<< 550 ...``;
+* Exim: ``SMTP error from remote mail server after RCPT TO:<a@b>:``;
+* qmail: ``Connected to 192.0.2.1 but sender was rejected.`` (MAIL), ``... but my name was
+  rejected.`` (HELO), ``does not like recipient.`` (RCPT), ``failed after I sent the message.``
+  (DATA);
+* Postfix again: ``refused to talk to me:`` (the greeting, read as HELO).
+
+Otherwise the command words themselves, upper-case as the protocol writes them: when several
+appear, the one latest in a session wins (a text naming MAIL FROM and RCPT TO failed at RCPT).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: MTA phrasings that name the stage outright, checked before the bare command words.
+_PHRASED: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"in reply to (?:the )?(?:end of )?(RCPT|MAIL|DATA|EHLO|HELO|QUIT|"
+                r"STARTTLS|AUTH|RSET|XFORWARD|BDAT)\b", re.IGNORECASE), ""),
+    (re.compile(r"but sender was rejected", re.IGNORECASE), "MAIL"),
+    (re.compile(r"but my name was rejected", re.IGNORECASE), "HELO"),
+    (re.compile(r"does not like recipient", re.IGNORECASE), "RCPT"),
+    (re.compile(r"failed after I sent the message", re.IGNORECASE), "DATA"),
+    (re.compile(r"refused to talk to me", re.IGNORECASE), "HELO"),
+)
+#: Bare command words in protocol order; a later one means the session got further.
+_WORDS = re.compile(
+    r"(?<![0-9A-Za-z@`])(?:(HELO|EHLO|STARTTLS|RCPT|DATA|QUIT|XFORWARD)(?![0-9A-Za-z@`])|"
+    r"(AUTH (?:PLAIN|LOGIN|CRAM-|DIGEST-)|MAIL F))")
+_ORDER = {"HELO": 0, "EHLO": 0, "STAR": 1, "AUTH": 2, "MAIL": 3, "RCPT": 4, "DATA": 5,
+          "QUIT": 6, "XFOR": 7}
+_NAME = {"STAR": "STARTTLS", "XFOR": "XFORWARD"}
+
+
+def find(text: str) -> str:
+    """The SMTP command ``text`` says the failure answered (``RCPT``, ``DATA`` ...) or ``""``."""
+    if not text:
+        return ""
+    for pattern, command in _PHRASED:
+        match = pattern.search(text)
+        if match:
+            return command or match.group(1).upper()
+    best = ""
+    for match in _WORDS.finditer(text):
+        head = (match.group(1) or match.group(2))[:4]
+        if not best or _ORDER[head] > _ORDER[best]:
+            best = head
+    return _NAME.get(best, best)
