@@ -15,7 +15,7 @@ Pure: no I/O, no global state; :func:`classify` never raises, whatever the bytes
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from bounces import arf, autoreply, dsn, formats, lhost, rhost, sesjson, smtpcommand
 from bounces.codes import find_reply, find_status, prefer
@@ -121,27 +121,70 @@ def _join_reply_lines(text: str, reply: str) -> str:
     return _squeeze(_CONTINUATION.sub(keep_first, text))
 
 
-def _evidence(diagnostic: str, status_field: str, action: str, command: str,
-              diagnostic_type: str = "", hint: str = "") -> tuple[Evidence, str, str]:
-    """Build the decision procedure's view of one recipient: (evidence, status, reply)."""
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What the whole report says, shared by its recipients."""
+
+    report: ParsedReport
+    text: str
+    mta: lhost.Mta | None
+    transcript_command: str
+    replies: str  # the server's replies a Sendmail transcript quotes ("<<< 550 ...")
+    original: tuple[tuple[str, str], ...]
+    message_id: str
+
+
+def _context(report: ParsedReport, text: str, original: tuple[tuple[str, str], ...],
+             message_id: str) -> _Context:
+    mta = lhost.recognise(report)
+    replies = lhost.sendmail_replies(report, text)
+    return _Context(report, text, mta, smtpcommand.from_transcript(text), replies, original,
+                    message_id)
+
+
+def _result(ctx: _Context, recipient: str, diagnostic: str, told: str = "",
+            status_field: str = "", action: str = "failed", diagnostic_type: str = "",
+            hint: str = "", remote: str = "", reporting: str = "",
+            remote_mta: str = "") -> BounceResult:
+    """Decide one recipient: gather the evidence, let the MTA's own verdict, the provider's
+    rules and the decision procedure speak, in that order."""
+    if ctx.replies and ctx.replies not in diagnostic:
+        diagnostic = f"{ctx.replies} {diagnostic}".strip()
     found = find_status(diagnostic)
     reply = find_reply(diagnostic, found or status_field)
     status = prefer(status_field, found, reply)
-    diagnostic = _join_reply_lines(diagnostic, reply)
+    both = diagnostic if told in diagnostic else f"{diagnostic} {told}"
+    said = lhost.verdict(ctx.mta, both, status)
+    command = (said.command or smtpcommand.find(diagnostic) or smtpcommand.find(told)
+               or ctx.transcript_command or ("EHLO" if ctx.replies else ""))
+    if command not in ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "QUIT"):
+        command = ""
+    hint = hint or said.reason or rhost.appliance_reason(ctx.report.header, diagnostic)
     dtype = diagnostic_type.upper() or "SMTP"
     if dtype in ("X-POSTFIX", "X-SMTP"):
         dtype = "SMTP"
-    if command not in ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "QUIT"):
-        command = ""
-    ev = Evidence(status=status, diagnostic=diagnostic.lower(), diagnostic_type=dtype,
-                  action=action, command=command, reply_code=reply, hint=hint)
-    return ev, status, reply
+    ev = Evidence(status=status, diagnostic=_join_reply_lines(diagnostic, reply).lower(),
+                  diagnostic_type=dtype, action=action, command=command, reply_code=reply,
+                  hint=hint)
+    remote = remote or rhost.remote_host(both)
+    vendor = rhost.provider_reason(remote, recipient, ev.diagnostic, status, command, reporting)
+    reason = decide(ev, vendor)
+    if action in ("delivered", "relayed", "expanded"):
+        reason = "delivered"
+    return BounceResult(
+        kind="dsn", recipient=recipient.lower(),
+        bounce_type=bounce_type(reason, status, diagnostic), reason=reason, status=status,
+        reply_code=int(reply) if reply else None, diagnostic=diagnostic[:_MAX_DIAGNOSTIC],
+        remote_mta=remote_mta, action=action, original_message_id=ctx.message_id,
+        original_headers=ctx.original)
 
 
 def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
               original: tuple[tuple[str, str], ...], message_id: str) -> list[BounceResult]:
     scanned = {r.recipient: r for r in formats.scan(report, text, set())} if text else {}
-    mta = lhost.recognise(report)
+    ctx = _context(report, text, original, message_id)
+    if len(records) > 1:
+        ctx = replace(ctx, replies="")  # one transcript cannot speak for several recipients
     out = []
     for rec in records:
         if rec.recipient.startswith("@") and len(records) == 1 and len(scanned) == 1:
@@ -156,51 +199,23 @@ def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
             diagnostic = told or _squeeze(text)[:_MAX_DIAGNOSTIC]
         elif told and len(told) > len(diagnostic) and diagnostic.lower() in told.lower():
             diagnostic = told  # the text quotes the whole reply the field cut short
-        both = diagnostic if told in diagnostic else f"{diagnostic} {told}"
-        said = lhost.verdict(mta, both)
-        command = said.command or smtpcommand.find(diagnostic) or smtpcommand.find(told)
         action = rec.action or ("failed" if rec.status.startswith(("4", "5")) else "")
-        hint = (_CATEGORY_REASON.get(rec.category, "") or said.reason
-                or rhost.appliance_reason(report.header, diagnostic))
-        ev, status, reply = _evidence(diagnostic, rec.status, action, command,
-                                      rec.diagnostic_type, hint)
-        remote = rec.remote_mta or rhost.remote_host(f"{diagnostic} {told}")
-        vendor = rhost.provider_reason(remote, rec.recipient, ev.diagnostic, status,
-                                       ev.command, rec.reporting_mta)
-        reason = decide(ev, vendor)
-        if action in ("delivered", "relayed", "expanded"):
-            reason = "delivered"
-        out.append(BounceResult(
-            kind="dsn", recipient=rec.recipient.lower(),
-            bounce_type=bounce_type(reason, status, diagnostic), reason=reason, status=status,
-            reply_code=int(reply) if reply else None, diagnostic=diagnostic[:_MAX_DIAGNOSTIC],
-            remote_mta=rec.remote_mta, action=action, original_message_id=message_id,
-            original_headers=original))
+        out.append(_result(
+            ctx, rec.recipient, diagnostic, told, rec.status, action, rec.diagnostic_type,
+            hint=_CATEGORY_REASON.get(rec.category, ""), remote=rec.remote_mta,
+            reporting=rec.reporting_mta, remote_mta=rec.remote_mta))
     return out
 
 
 def _from_text(report: ParsedReport, text: str, original: tuple[tuple[str, str], ...],
                message_id: str) -> list[BounceResult]:
-    mta = lhost.recognise(report)
-    out = []
-    for item in formats.list_refusal(report, text) or formats.scan(
-            report, text, _exclusions(report)):
-        diagnostic = _squeeze(item.diagnostic)
-        action = "delayed" if item.delayed else "failed"
-        said = lhost.verdict(mta, diagnostic)
-        hint = (formats.format_hint(item.recipient) or said.reason
-                or rhost.appliance_reason(report.header, diagnostic))
-        command = said.command or smtpcommand.find(diagnostic)
-        ev, status, reply = _evidence(diagnostic, "", action, command, hint=hint)
-        vendor = rhost.provider_reason(rhost.remote_host(diagnostic), item.recipient,
-                                       ev.diagnostic, status, ev.command)
-        reason = decide(ev, vendor)
-        out.append(BounceResult(
-            kind="dsn", recipient=item.recipient,
-            bounce_type=bounce_type(reason, status, diagnostic), reason=reason, status=status,
-            reply_code=int(reply) if reply else None, diagnostic=diagnostic[:_MAX_DIAGNOSTIC],
-            action=action, original_message_id=message_id, original_headers=original))
-    return out
+    ctx = _context(report, text, original, message_id)
+    items = formats.list_refusal(report, text) or formats.scan(report, text, _exclusions(report))
+    if len(items) > 1:
+        ctx = replace(ctx, replies="")
+    return [_result(ctx, item.recipient, _squeeze(item.diagnostic),
+                    action="delayed" if item.delayed else "failed",
+                    hint=formats.format_hint(item.recipient)) for item in items]
 
 
 def _from_ses(event: sesjson.SesEvent, message_id: str) -> BounceResult:
@@ -211,7 +226,11 @@ def _from_ses(event: sesjson.SesEvent, message_id: str) -> BounceResult:
                             original_message_id=message_id)
     action = event.action or ("failed" if event.permanent else "delayed")
     diagnostic = _squeeze(event.diagnostic)
-    ev, status, reply = _evidence(diagnostic, event.status, action, smtpcommand.find(diagnostic))
+    found = find_status(diagnostic)
+    reply = find_reply(diagnostic, found or event.status)
+    status = prefer(event.status, found, reply)
+    ev = Evidence(status=status, diagnostic=diagnostic.lower(), action=action,
+                  command=smtpcommand.find(diagnostic), reply_code=reply)
     if event.kind == "delivery" or status.startswith("2."):
         reason = "delivered"
     else:

@@ -43,9 +43,8 @@ class Mta:
     name: str
     recognise: Callable[[ParsedReport], bool]
     judge: _Judge
-    #: Whether the format's verdict applies to DSN records too (some MTAs send RFC 3464 parts
-    #: whose Diagnostic-Code carries the same fixed messages).
-    structured: bool = field(default=True)
+    #: A reason named by the MTA's own enhanced status code (Exchange Online documents its own).
+    by_status: Callable[[str], str] | None = field(default=None)
 
 
 def _table(spec: dict[str, tuple[str, ...]]) -> list[tuple[str, re.Pattern[str]]]:
@@ -332,12 +331,287 @@ def exchange_ndr_reason(diagnostic: str) -> str:
     return ""
 
 
+# -- Exim derivatives ------------------------------------------------------------------------
+
+def _is_mailru(report: ParsedReport) -> bool:
+    sender = report.header("From").lower()
+    msgid = report.header("Message-ID")
+    score = int("mailer-daemon@" in sender and "mail.ru" in sender)
+    score += int(msgid.endswith((".mail.ru>", "smailru.net>")))
+    score += int(any(s in report.header("Subject") for s in _EXIM_SUBJECTS))
+    return score > 2
+
+
+_EXIM_AFTER = re.compile(
+    r"(?:SMTP error from remote (?:mail server|mailer)|LMTP error) after (?:end of )?"
+    r"([A-Za-z]{4})")
+
+
+def _judge_mailru(diagnostic: str) -> Verdict:
+    """mail.ru runs Exim: the same messages, and a refusal at MAIL is about the sender."""
+    after = _EXIM_AFTER.search(diagnostic)
+    command = after.group(1).upper() if after else ""
+    if command == "MAIL":
+        return Verdict("rejected", command)
+    if command in ("EHLO", "HELO"):
+        return Verdict("blocked", command)
+    reason = _first(_EXIM_MESSAGES, diagnostic)
+    if not reason and re.search(r"retry timeout exceeded|No action is required on your part",
+                                diagnostic):
+        reason = "expired"
+    return Verdict(reason, command)
+
+
+def _is_gmx(report: ParsedReport) -> bool:
+    return bool(report.header("X-GMX-Antispam"))
+
+
+_GMX = _table({"expired": ("delivery retry timeout exceeded",)})
+
+
+def _is_zoho(report: ParsedReport) -> bool:
+    return bool(report.header("X-ZohoMail"))
+
+
+_ZOHO = _table({"expired": ("Host not reachable",)})
+
+
+# -- qmail clones (Sisimai's "X4") -----------------------------------------------------------
+
+def _is_qmail_clone(report: ParsedReport) -> bool:
+    subject = report.header("Subject")
+    return subject.startswith(("failure notice", "Permanent Delivery Failure")) or any(
+        "(qmail " in r and ("invoked for bounce)" in r or "network)" in r)
+        for r in _received(report))
+
+
+_QMAIL_CLONE = _table({
+    "userunknown": ("no mailbox here by that name", "does not like recipient."),
+    "mailboxfull": ("disk quota exceeded",),
+    "mesgtoobig": ("Message size exceeds fixed maximum message size:",),
+    "hostunknown": ("Sorry, I couldn't find any host ",),
+    "systemfull": ("Requested action not taken: mailbox unavailable (not enough free space)",),
+    "systemerror": ("bad interpreter: No such file or directory", "system error", "Unable to"),
+    "networkerror": ("Sorry, I wasn't able to establish an SMTP connection",
+                     "Sorry, I couldn't find a mail exchanger or IP address",
+                     "Sorry. Although I'm listed as a best-preference MX or A for that host"),
+})
+
+
+def _judge_qmail_clone(diagnostic: str) -> Verdict:
+    """qmail clones word their reports like qmail-1.03 but keep the older verdicts."""
+    command = next((c for c, marks in _QMAIL_COMMANDS if any(m in diagnostic for m in marks)),
+                   "")
+    if command == "MAIL":
+        return Verdict("rejected", command)
+    if command in ("EHLO", "HELO"):
+        return Verdict("blocked", command)
+    if " does not like recipient." in diagnostic and _QMAIL_EXPIRED in diagnostic:
+        return Verdict("onhold", command)
+    remote = _QMAIL_REMOTE.search(diagnostic)
+    for text in (remote.group(0) if remote else "", diagnostic):
+        reason = _first(_QMAIL_CLONE, text) if text else ""
+        if reason:
+            return Verdict(reason, command)
+    if _QMAIL_LDAP_SYSTEM.search(diagnostic):
+        return Verdict("systemerror", command)
+    if _QMAIL_EXPIRED in diagnostic:
+        return Verdict("expired", command)
+    return Verdict("", command)
+
+
+# -- providers and appliances with a few fixed messages --------------------------------------
+
+def _is_notes(report: ParsedReport) -> bool:
+    return report.header("Subject").startswith("Undeliverable message")
+
+
+_NOTES = _table({
+    "networkerror": ("Message has exceeded maximum hop count",),
+    "userunknown": ("User not listed in public Name & Address Book",
+                    "ディレクトリのリストにありません"),
+})
+
+
+def _is_domino(report: ParsedReport) -> bool:
+    subject = report.header("Subject")
+    return subject.startswith("DELIVERY FAILURE:") or "DELIVERY_FAILURE" in subject
+
+
+_DOMINO = _table({
+    "filtered": ("Cannot route mail to user",),
+    "systemerror": ("Several matches found in Domino Directory",),
+    "userunknown": ("not listed in Domino Directory", "not listed in public Name & Address Book",
+                    "no se encuentra en el Directorio de Domino",
+                    "non répertorié dans l'annuaire Domino",
+                    "Domino ディレクトリには見つかりません"),
+})
+
+
+def _is_ezweb(report: ParsedReport) -> bool:
+    sender = report.header("From")
+    score = int("Postmaster@ezweb.ne.jp" in sender) + int("Postmaster@au.com" in sender)
+    score += int(report.header("Subject") == "Mail System Error - Returned Mail")
+    score += int(any("ezweb.ne.jp (EZweb Mail) with" in r or ".au.com (" in r
+                     for r in _received(report)))
+    msgid = report.header("Message-ID")
+    score += int(".ezweb.ne.jp>" in msgid) + int(".au.com>" in msgid)
+    return score >= 2
+
+
+_EZWEB = _table({
+    "expired": ("Your message was not delivered within ",),
+    "mailboxfull": ("The user(s) account is temporarily over quota",),
+    "onhold": ("Each of the following recipients was rejected by a remote mail server",),
+    "suspend": ("The user(s) account is disabled.", "The user(s) account is temporarily limited."),
+})
+
+
+def _is_trendmicro(report: ParsedReport) -> bool:
+    return report.header("From").startswith('"InterScan') or "InterScan" in report.header(
+        "Content-Type")
+
+
+_TRENDMICRO = _table({"userunknown": ("Unable to deliver",)})
+
+
+def _is_gsuite(report: ParsedReport) -> bool:
+    return ("<mailer-daemon@googlemail.com>" in report.header("From")
+            and "Delivery Status Notification" in report.header("Subject")
+            and bool(report.header("X-Gm-Message-State")))
+
+
+_GSUITE = _table({
+    "userunknown": ("because the address couldn't be found. Check for typos or unnecessary "
+                    "spaces and try again.",),
+    "notaccept": ("Null MX",),
+    "networkerror": (" had no relevant answers.", " responded with code NXDOMAIN"),
+})
+
+
+def _is_courier(report: ParsedReport) -> bool:
+    subject = report.header("Subject")
+    return ("Courier mail server at " in report.header("From")
+            or "NOTICE: mail delivery status." in subject or "WARNING: delayed mail." in subject
+            or report.header("Message-ID").startswith("<courier."))
+
+
+_COURIER = _table({
+    "hostunknown": ("No such domain.",),
+    "systemerror": ("This domain's DNS violates RFC 1035.",),
+    "networkerror": ("DNS lookup failed.",),
+})
+
+
+def _is_messagingserver(report: ParsedReport) -> bool:
+    return "Boundary_(ID_" in report.header("Content-Type") or report.header(
+        "Subject").startswith("Delivery Notification: ")
+
+
+_MESSAGINGSERVER = _table({"hostunknown": ("Illegal host/domain name found",)})
+
+
+def _is_fml(report: ParsedReport) -> bool:
+    return bool(report.header("X-MLServer")) and "-admin@" in report.header("From") and (
+        ".FML" in report.header("Message-ID"))
+
+
+_FML = _table({
+    "rejected": (" header may cause mail loop", "NOT MEMBER article from ", "reject mail from ",
+                 "reject spammers:", "You are not a member of this mailing list"),
+    "notcompliantrfc": ("Duplicated Message-ID",),
+    "securityerror": ("Security alert:",),
+    "systemerror": (" has detected a loop condition so that", "Loop Back Warning:"),
+})
+
+
+def _is_office365(report: ParsedReport) -> bool:
+    subject = report.header("Subject")
+    score = sum(int(s in subject) for s in ("Undeliverable:", "Onbestelbaar:", "Não_entregue:"))
+    score += sum(int(bool(report.header(h))) for h in (
+        "X-MS-Exchange-Message-Is-Ndr", "X-Microsoft-Antispam-PRVS",
+        "X-Exchange-Antispam-Report-Test", "X-Exchange-Antispam-Report-CFA-Test",
+        "X-MS-Exchange-CrossTenant-OriginalArrivalTime",
+        "X-MS-Exchange-CrossTenant-FromEntityHeader",
+        "X-MS-Exchange-Transport-CrossTenantHeadersStamped"))
+    score += int(any(_OUTLOOK_HOST.search(r) for r in _received(report)))
+    score += int(bool(_OUTLOOK_HOST.search(report.header("Message-ID"))))
+    return score >= 2
+
+
+_OUTLOOK_HOST = re.compile(r"\.(?:outbound\.protection|prod)\.outlook\.com\b")
+#: Exchange Online's documented enhanced codes (its NDR reference), first match wins.
+_OFFICE365_CODES = (
+    (r"4\.4\.7", "expired"), (r"4\.4\.312", "networkerror"), (r"4\.4\.316", "expired"),
+    (r"4\.7\.26", "authfailure"), (r"4\.7\.[56]\d\d", "blocked"),
+    (r"4\.7\.8[5-9]\d", "blocked"), (r"5\.0\.350", "contenterror"),
+    (r"5\.1\.10", "userunknown"), (r"5\.4\.1", "norelaying"), (r"5\.4\.6", "networkerror"),
+    (r"5\.4\.312", "networkerror"), (r"5\.4\.316", "expired"), (r"5\.6\.11", "contenterror"),
+    (r"5\.7\.1", "rejected"), (r"5\.7\.1[23]", "rejected"), (r"5\.7\.124", "rejected"),
+    (r"5\.7\.13[3-6]", "rejected"), (r"5\.7\.23", "blocked"), (r"5\.7\.25", "networkerror"),
+    (r"5\.7\.50[1-3]", "spamdetected"), (r"5\.7\.50[45]", "filtered"),
+    (r"5\.7\.50[67]", "blocked"), (r"5\.7\.508", "toomanyconn"),
+    (r"5\.7\.509", "authfailure"), (r"5\.7\.510", "notaccept"), (r"5\.7\.511", "rejected"),
+    (r"5\.7\.512", "policyviolation"), (r"5\.7\.57", "securityerror"),
+    (r"5\.7\.60[6-9]", "blocked"), (r"5\.7\.6[1-4]\d", "blocked"),
+    (r"5\.7\.7[0-4]\d", "toomanyconn"),
+)
+_OFFICE365_RULES = tuple((re.compile(code), reason) for code, reason in _OFFICE365_CODES)
+
+
+def office365_status_reason(status: str) -> str:
+    """The reason Exchange Online documents for its own enhanced status code, or ``""``."""
+    return next((reason for rule, reason in _OFFICE365_RULES if rule.fullmatch(status)), "")
+
+
+def _judge_office365(diagnostic: str) -> Verdict:
+    command = "RCPT" if re.search(r"unknown recipient or mailbox unavailable ->.+@", diagnostic) \
+        else ""
+    return Verdict("", command)
+
+
+# -- Sendmail ---------------------------------------------------------------------------------
+
+def _is_sendmail(report: ParsedReport) -> bool:
+    subject = report.header("Subject")
+    return subject.startswith("Warning: ") or subject.endswith("see transcript for details")
+
+
+_SERVER_LINE = re.compile(r"(?m)^<<< ?(.*)$")
+
+
+def sendmail_replies(report: ParsedReport, text: str) -> str:
+    """The server replies a Sendmail transcript quotes (``<<< 550 5.1.1 ...``), joined: Sendmail
+    puts the remote server's own words there and only a summary in its DSN fields."""
+    if "<<< " not in text or not _is_sendmail(report):
+        return ""
+    seen: list[str] = []
+    for match in _SERVER_LINE.finditer(text):
+        line = match.group(1).strip()
+        if line and line not in seen:
+            seen.append(line)
+    return " ".join(seen)
+
+
 # -- the table -------------------------------------------------------------------------------
 
 MTAS: tuple[Mta, ...] = (
     Mta("Exchange2003", _is_exchange2003, _judge_exchange2003),
+    Mta("Office365", _is_office365, _judge_office365, office365_status_reason),
+    Mta("GSuite", _is_gsuite, _judge_by(_GSUITE)),
     Mta("Gmail", _is_gmail, _judge_gmail),
+    Mta("MailRu", _is_mailru, _judge_mailru),
+    Mta("GMX", _is_gmx, _judge_by(_GMX)),
+    Mta("Zoho", _is_zoho, _judge_by(_ZOHO)),
+    Mta("EZweb", _is_ezweb, _judge_by(_EZWEB)),
+    Mta("Notes", _is_notes, _judge_by(_NOTES)),
+    Mta("Domino", _is_domino, _judge_by(_DOMINO)),
+    Mta("TrendMicro", _is_trendmicro, _judge_by(_TRENDMICRO)),
+    Mta("Courier", _is_courier, _judge_by(_COURIER)),
+    Mta("MessagingServer", _is_messagingserver, _judge_by(_MESSAGINGSERVER)),
+    Mta("FML", _is_fml, _judge_by(_FML)),
     Mta("qmail", _is_qmail, _judge_qmail),
+    Mta("qmail-clone", _is_qmail_clone, _judge_qmail_clone),
     Mta("Exim", _is_exim, _judge_exim),
     Mta("OpenSMTPD", _is_opensmtpd, _judge_by(_OPENSMTPD)),
     Mta("DragonFly", _is_dragonfly, _judge_by(_DRAGONFLY)),
@@ -350,10 +624,14 @@ def recognise(report: ParsedReport) -> Mta | None:
     return next((mta for mta in MTAS if mta.recognise(report)), None)
 
 
-def verdict(mta: Mta | None, diagnostic: str) -> Verdict:
-    """The recognised MTA's verdict on one recipient's diagnostic (as written, not lower-cased),
-    plus the Exchange NDR codes any report may quote."""
+def verdict(mta: Mta | None, diagnostic: str, status: str = "") -> Verdict:
+    """The recognised MTA's verdict on one recipient's diagnostic (as written, not lower-cased)
+    and status code, plus the Exchange NDR codes any report may quote."""
     found = mta.judge(diagnostic) if mta is not None else NO_VERDICT
+    if not found.reason and mta is not None and mta.by_status is not None and status:
+        coded = mta.by_status(status)
+        if coded:
+            found = Verdict(coded, found.command)
     if not found.reason:
         ndr = exchange_ndr_reason(diagnostic)
         if ndr:

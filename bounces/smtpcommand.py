@@ -53,3 +53,13 @@ def find(text: str) -> str:
         if not best or _ORDER[head] > _ORDER[best]:
             best = head
     return _NAME.get(best, best)
+
+
+_TRANSCRIPT = re.compile(r"(?m)^[ \t]*>>> ?(.*)$")
+
+
+def from_transcript(text: str) -> str:
+    """The command of the first client line of a quoted session transcript (``>>> RCPT TO:``),
+    which Sendmail and Courier print before the server's refusal; ``""`` if there is none."""
+    match = _TRANSCRIPT.search(text)
+    return find(match.group(1)) if match else ""
