@@ -194,7 +194,7 @@ def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
         if extra is None and len(records) == 1 and len(scanned) == 1:
             extra = next(iter(scanned.values()))  # one recipient, named differently in the text
         diagnostic = _squeeze(rec.diagnostic)
-        told = _squeeze(extra.diagnostic) if extra else ""
+        told = _squeeze(extra.diagnostic) if extra and not ctx.replies else ""
         if not diagnostic:
             diagnostic = told or _squeeze(text)[:_MAX_DIAGNOSTIC]
         elif told and len(told) > len(diagnostic) and diagnostic.lower() in told.lower():

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from bounces import smtpcommand
 from bounces.message import ParsedReport
+from bounces.reasons import status_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,12 +272,38 @@ _GMAIL = _table({
 })
 
 
+_GMAIL_CODE = re.compile(r"(?<![\d.])[245]\.[1-7]\.\d{1,3}(?!\d)")
+
+
 def _judge_gmail(diagnostic: str) -> Verdict:
+    """The "(state N)" stage, else Gmail's own DNS/connection messages; a specific enhanced
+    code the remote server quoted overrides either (Gmail only relays the remote reply)."""
     state = _GMAIL_STATE.search(diagnostic)
+    command, reason = "", ""
     if state and state.group(1) in _GMAIL_STATES:
         command, reason = _GMAIL_STATES[state.group(1)]
-        return Verdict(reason, command)
-    return Verdict(_first(_GMAIL, diagnostic))
+    else:
+        reason = _first(_GMAIL, diagnostic)
+    code = _GMAIL_CODE.search(diagnostic) if reason else None
+    if code is not None and ".0" not in code.group(0):
+        reason = status_reason(code.group(0))
+    return Verdict(reason, "" if command == "AUTH" else command)
+
+
+# -- Yahoo ------------------------------------------------------------------------------------
+
+def _is_yahoo(report: ParsedReport) -> bool:
+    return bool(report.header("X-YMailISG"))
+
+
+_ADDRESS_IN_ANGLES = re.compile(r"<[^<>@\s]+@[^<>\s]+>")
+
+
+def _judge_yahoo(diagnostic: str) -> Verdict:
+    """Yahoo names no reasons itself; a refusal quoting the recipient's address came at RCPT."""
+    command = smtpcommand.find(diagnostic) or (
+        "RCPT" if _ADDRESS_IN_ANGLES.search(diagnostic) else "")
+    return Verdict("", command)
 
 
 # -- Microsoft Exchange ----------------------------------------------------------------------
@@ -600,6 +627,7 @@ MTAS: tuple[Mta, ...] = (
     Mta("Office365", _is_office365, _judge_office365, office365_status_reason),
     Mta("GSuite", _is_gsuite, _judge_by(_GSUITE)),
     Mta("Gmail", _is_gmail, _judge_gmail),
+    Mta("Yahoo", _is_yahoo, _judge_yahoo),
     Mta("MailRu", _is_mailru, _judge_mailru),
     Mta("GMX", _is_gmx, _judge_by(_GMX)),
     Mta("Zoho", _is_zoho, _judge_by(_ZOHO)),

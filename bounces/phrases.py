@@ -151,7 +151,7 @@ FAMILIES: dict[str, list[str]] = {
         rf"service permits {_G} unverifyable sending ips",
     ],
     "notcompliantrfc": [
-        r"duplicate header", r"this message is not rfc 5322 compliant",
+        r"this message is not rfc 5322 compliant",
         r"support\.google\.com/mail/\?p=rfcmessagenoncompliant", rf" multiple {_G} header",
     ],
     "badreputation": [

@@ -202,7 +202,7 @@ _PROBES: dict[str, _Probe] = {
     "mesgtoobig": _probe_mesgtoobig,
     "exceedlimit": _coded_or_said("exceedlimit"),
     "suspend": _probe_suspend,
-    "hasmoved": _said("hasmoved"),
+    "hasmoved": _coded_or_said("hasmoved"),
     "norelaying": _probe_norelaying,
     "authfailure": _coded_or_said("authfailure"),
     "userunknown": _probe_userunknown,
@@ -334,9 +334,11 @@ def decide(ev: Evidence, provider_reason: str = "") -> str:
     :mod:`bounces.rhost` read from the remote host's documented replies, if anything."""
     if ev.hint and ev.hint not in RETRY:
         return ev.hint
-    for reason in (local_agent_reason(ev), provider_reason):
-        if reason and reason not in ("onhold", "undefined"):
-            return reason
+    agent = local_agent_reason(ev)
+    if agent:
+        return agent
+    if provider_reason:
+        return provider_reason  # a provider documenting "no cause given" is believed too
     return find(ev)
 
 
