@@ -37,8 +37,8 @@ def classify(raw: bytes) -> list[BounceResult]:
     """Classify one message. Never raises: unreadable input is reported as ``not_bounce``."""
     try:
         return _classify(raw)
-    except Exception:  # noqa: BLE001 - the contract is total: hostile bytes must not escape
-        return [NOT_BOUNCE]
+    except Exception as exc:  # noqa: BLE001 - the contract is total: hostile bytes must not escape
+        return [BounceResult(kind="not_bounce", error=type(exc).__name__)]
 
 
 def _classify(raw: bytes) -> list[BounceResult]:

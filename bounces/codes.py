@@ -16,10 +16,10 @@ import re
 _STATUS = re.compile(r"(?<![\d./vV])([245])\.([0-7])\.(\d{1,3})(?!\d)")
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 #: Three-digit reply codes Sisimai accepts, most telling first (5xx, then 4xx, then 2xx).
-_REPLY_ORDER = (
+_REPLY_ORDER = tuple(
     "550 552 553 551 521 525 523 524 530 533 534 535 538 555 556 554 500 501 502 503 504 "
     "421 450 451 452 422 430 432 453 454 455 458 459 211 214 220 221 235 250 251 252 253 334 354"
-).split()
+    .split())
 _REPLY_RANK = {code: rank for rank, code in enumerate(_REPLY_ORDER)}
 _REPLY = re.compile(r"(?<![\d./])([2-5]\d\d)(?![\d./])")
 _ADDR = re.compile(r"[\w.+'=/-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)

@@ -260,28 +260,45 @@ def _second_pass(ev: Evidence, coded: str) -> str:
     return ""
 
 
-def find(ev: Evidence) -> str:
+Stage = Literal["verdict", "agent", "provider", "first-pass", "second-pass", "delivered",
+                "onhold", "undefined", "vacation"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A reason and the stage of the procedure that named it (tests and metrics read it)."""
+
+    reason: str
+    stage: Stage
+
+
+def _find(ev: Evidence) -> Decision:
     """Sisimai's ``Reason.get``: the reason from status, command and phrases; never empty."""
-    if ev.hint and ev.hint not in RETRY:
-        return ev.hint
     if ev.status.startswith("2."):
-        return "delivered"
+        return Decision("delivered", "delivered")
     coded = status_reason(ev.status)
     reason = ""
     if ev.diagnostic_type in ("SMTP", ""):
         reason = _first_pass(ev, coded)
     if reason:
-        return reason
+        return Decision(reason, "first-pass")
     reason = _second_pass(ev, coded)
     if reason == "undefined":
         reason = ""
     if not reason and ev.action == "delayed":
         reason = "expired"
     if reason:
-        return reason
+        return Decision(reason, "second-pass")
     if says("vacation", ev.diagnostic):
-        return "vacation"
-    return "onhold" if ev.diagnostic else "undefined"
+        return Decision("vacation", "vacation")
+    return Decision("onhold", "onhold") if ev.diagnostic else Decision("undefined", "undefined")
+
+
+def find(ev: Evidence) -> str:
+    """The reason the status, command and phrase families give (no provider, no agent)."""
+    if ev.hint and ev.hint not in RETRY:
+        return ev.hint
+    return _find(ev).reason
 
 
 # -- local delivery agents -------------------------------------------------------------------
@@ -329,17 +346,24 @@ def local_agent_reason(ev: Evidence) -> str:
     return ""
 
 
-def decide(ev: Evidence, provider_reason: str = "") -> str:
-    """The full procedure (see the module docstring). ``provider_reason`` is what
-    :mod:`bounces.rhost` read from the remote host's documented replies, if anything."""
+def explain(ev: Evidence, provider_reason: str = "") -> Decision:
+    """The full procedure (see the module docstring), with the stage that decided.
+    ``provider_reason`` is what :mod:`bounces.rhost` read from the remote host's documented
+    replies, if anything."""
     if ev.hint and ev.hint not in RETRY:
-        return ev.hint
+        return Decision(ev.hint, "verdict")
     agent = local_agent_reason(ev)
     if agent:
-        return agent
+        return Decision(agent, "agent")
     if provider_reason:
-        return provider_reason  # a provider documenting "no cause given" is believed too
-    return find(ev)
+        # A provider documenting "no cause given" (``undefined``) is believed too.
+        return Decision(provider_reason, "provider")
+    return _find(ev)
+
+
+def decide(ev: Evidence, provider_reason: str = "") -> str:
+    """The reason :func:`explain` arrives at."""
+    return explain(ev, provider_reason).reason
 
 
 # -- hard or soft ----------------------------------------------------------------------------
