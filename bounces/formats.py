@@ -56,7 +56,7 @@ _FROM = re.compile(
     r"bounce|delivery (?:status|subsystem|notification)|mdaemon|daemon@|no-?reply@.*(?:mail|mx)|"
     r"noreply\+bounces|notifications?@.*(?:facebook|googlegroups)|mailerdaemon", re.IGNORECASE)
 _BODY = re.compile(
-    r"(?i)(?:could not be delivered|couldn'?t be delivered|was not delivered|undeliverable|"
+    r"(?:could not be delivered|couldn'?t be delivered|was not delivered|undeliverable|"
     r"delivery (?:to the following recipients? )?(?:has )?failed|"
     r"permanent(?:ly)? (?:error|fatal|failure|failed)|"
     r"not be delivered to|following addresses had|returned to sender|delivery status notification|"
@@ -64,19 +64,19 @@ _BODY = re.compile(
     r"delivery attempts? (?:failed|will continue)|has been delayed|could not deliver|"
     r"rejected your message|your message (?:to .+ )?(?:was|has been|couldn'?t be|could not be) "
     r"(?:rejected|blocked|delivered)|failed permanently|mail delivery failed|"
-    r"I'm afraid I wasn't able|"
+    r"i'm afraid i wasn't able|"
     r"this is the mail ?system at|giving up on|delivery to the following|host unknown|"
     r"user unknown|no such user|mailbox (?:is )?(?:full|unavailable)|message could not be sent|"
     r"(?:mail|message) has been returned|error delivering your mail|invalid user address)")
 _DELAYED = re.compile(
-    r"(?i)(?:has been delayed|(?:is|was) delayed|delivery (?:is )?delayed|"
+    r"(?:has been delayed|(?:is|was) delayed|delivery (?:is )?delayed|"
     r"delay(?:ed)? (?:mail|notification)|"
     r"will (?:continue|be retried|retry|keep trying)|not yet been delivered|still trying|"
     r"warning: could not send message for past|delivery warning|still in the queue|"
     r"(?:is|are) being retried|no action is required on your part|"
     r"message will be retried)")
 _FINAL = re.compile(
-    r"(?i)(?:i'?m not going to try again|giving up|gave up|permanent|failed permanently|"
+    r"(?:i'?m not going to try again|giving up|gave up|permanent|failed permanently|"
     r"could not be delivered|has been returned|will not be retried|was not delivered|"
     r"delivery has failed|undeliverable)")
 
@@ -127,19 +127,20 @@ def bounce_text(report: ParsedReport) -> str:
 
 def looks_like_bounce(report: ParsedReport, text: str) -> bool:
     """Sender, subject and wording together say this is a delivery failure report."""
-    sender = report.header("From") + " " + report.header("Return-Path")
-    subject = report.header("Subject")
-    from_hit = _FROM.search(sender) is not None or report.header("Return-Path").strip() == "<>"
-    subject_hit = _SUBJECT.search(subject) is not None
-    body_hit = _BODY.search(text) is not None
     if report.header("X-Failed-Recipients"):
         return True
+    sender = report.header("From") + " " + report.header("Return-Path")
+    from_hit = _FROM.search(sender) is not None or report.header("Return-Path").strip() == "<>"
+    subject_hit = _SUBJECT.search(report.header("Subject")) is not None
+    if not (from_hit or subject_hit):
+        return False  # the body alone never makes a bounce
+    body_hit = _BODY.search(text.lower()) is not None
     return (from_hit and (subject_hit or body_hit)) or (subject_hit and body_hit)
 
 
 def is_delayed(subject: str, text: str) -> bool:
     """A warning that delivery is still being retried, not a final failure."""
-    head = subject + "\n" + text[:3000]
+    head = (subject + "\n" + text[:3000]).lower()
     return _DELAYED.search(head) is not None and _FINAL.search(head) is None
 
 

@@ -60,12 +60,11 @@ def _first(table: list[tuple[str, re.Pattern[str]]], text: str) -> str:
 
 
 def _received(report: ParsedReport) -> list[str]:
-    values = report.headers.get_all("Received") or []
-    return [str(v) for v in values]
+    return report.headers.joined("Received").split("\n")
 
 
 def _any_received(report: ParsedReport, marker: str) -> bool:
-    return any(marker in value for value in _received(report))
+    return marker in report.headers.joined("Received")
 
 
 # -- Exim ------------------------------------------------------------------------------------

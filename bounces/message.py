@@ -35,7 +35,7 @@ _RETURNED = frozenset({"message/rfc822", "message/global"})
 _HEADERS_ONLY = frozenset({"text/rfc822-headers", "message/rfc822-headers", "message/partial",
                            "message/global-headers"})
 _HEADER_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
-_RAW_HEADER = re.compile(rb"([!-9;-~]+)[ \t]*:")
+_FIELD_NAME = re.compile(rb"[!-9;-~]+")
 
 
 def normalise_newlines(raw: bytes) -> bytes:
@@ -65,6 +65,7 @@ class Headers:
     fields: list[tuple[str, bytes]] = field(default_factory=list)
     _index: dict[str, list[bytes]] = field(default_factory=dict)
     _decoded: dict[str, str] = field(default_factory=dict)
+    _joined: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, block: bytes) -> Headers:
@@ -75,33 +76,44 @@ class Headers:
         for line in block.split(b"\n"):
             if not line:
                 continue
-            if line[:1] in (b" ", b"\t"):
+            first = line[0]
+            if first in (32, 9):  # a continuation line (space or tab)
                 if fields:
                     name, value = fields[-1]
                     fields[-1] = (name, value + b" " + line.strip())
                 continue
-            match = _RAW_HEADER.match(line)
-            if match is None:
+            colon = line.find(b":")
+            name_bytes = line[:colon].rstrip(b" \t") if colon > 0 else b""
+            if not name_bytes or not _FIELD_NAME.fullmatch(name_bytes):
                 continue
-            fields.append((match.group(1).decode("ascii"), line[match.end():].strip()))
+            fields.append((name_bytes.decode("ascii"), line[colon + 1:].strip()))
         for name, value in fields:
             index.setdefault(name.lower(), []).append(value)
         return cls(fields, index)
 
     def get(self, name: str) -> str:
-        """The first value of ``name``, decoded to one line ("" if absent)."""
-        key = name.lower()
-        cached = self._decoded.get(key)
+        """The first value of ``name``, decoded to one line ("" if absent); memoised under the
+        name as asked (callers ask with constant names), so a repeat costs one dict lookup."""
+        cached = self._decoded.get(name)
         if cached is not None:
             return cached
-        values = self._index.get(key)
+        values = self._index.get(name.lower())
         text = header_text(values[0]) if values else ""
-        self._decoded[key] = text
+        self._decoded[name] = text
         return text
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, raw bytes read as UTF-8 (for Received: chains)."""
         return [v.decode("utf-8", "replace") for v in self._index.get(name.lower(), [])]
+
+    def joined(self, name: str) -> str:
+        """Every value of ``name`` joined by newlines, memoised (for substring tests)."""
+        key = name.lower()
+        cached = self._joined.get(key)
+        if cached is None:
+            cached = "\n".join(self.get_all(name))
+            self._joined[key] = cached
+        return cached
 
     def raw(self, name: str) -> bytes:
         """The first raw value of ``name`` (b"" if absent)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 #: A gap between two parts of one phrase (a name, an address, a number).
 _G = r".{0,80}?"
@@ -435,8 +436,13 @@ _SEARCH: dict[str, Callable[[str], re.Match[str] | None]] = {
     reason: _compile(fragments) for reason, fragments in FAMILIES.items()}
 
 
+@lru_cache(maxsize=2048)
 def says(reason: str, text: str) -> bool:
-    """Whether ``text`` (lower-cased) words ``reason`` as one of its family's phrases."""
+    """Whether ``text`` (lower-cased) words ``reason`` as one of its family's phrases.
+
+    Memoised: the probes ask about the same diagnostic several times (an "unknown user" probe
+    first checks the relaying, blocking and full-mailbox families the later probes check too).
+    """
     search = _SEARCH.get(reason)
     return bool(text) and search is not None and search(text) is not None
 

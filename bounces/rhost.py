@@ -388,9 +388,30 @@ PROVIDERS: tuple[_Provider, ...] = (
 )
 
 
-def _host_matches(host: str, suffix: str) -> bool:
-    bare = suffix.lstrip(".")
-    return host == bare or host.endswith("." + bare)
+def _suffixes(host: str) -> list[str]:
+    """``a.b.c`` -> ``["a.b.c", "b.c", "c"]``: the names a host is part of."""
+    labels = host.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels))]
+
+
+#: Provider host name (bare) -> (order, provider): what a remote host name is matched against.
+_BY_HOST: dict[str, tuple[int, _Provider]] = {}
+#: Every name a provider host is part of -> (order, provider): what a recipient's domain is
+#: matched against (``icloud.com`` is Apple's because ``mail.icloud.com`` is).
+_BY_DOMAIN: dict[str, tuple[int, _Provider]] = {}
+for _order, _prov in enumerate(PROVIDERS):
+    for _host in _prov.hosts:
+        _bare = _host.lstrip(".")
+        _BY_HOST.setdefault(_bare, (_order, _prov))
+        for _name in _suffixes(_bare):
+            _BY_DOMAIN.setdefault(_name, (_order, _prov))
+
+
+def _by_host(host: str) -> _Provider | None:
+    """The first provider (in :data:`PROVIDERS` order) one of whose host names ``host`` is or
+    lies under."""
+    found = [_BY_HOST[name] for name in _suffixes(host) if name in _BY_HOST]
+    return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
 def provider(remote_host: str, recipient: str, reporting_host: str = "") -> _Provider | None:
@@ -398,16 +419,14 @@ def provider(remote_host: str, recipient: str, reporting_host: str = "") -> _Pro
     the domain of one of its mail hosts), else by the remote MTA's host name, else by the
     reporting MTA's (a provider reporting its own refusal)."""
     domain = recipient.rpartition("@")[2].lower().strip(". ")
-    if domain:
-        for prov in PROVIDERS:
-            if any(_host_matches(h.lstrip("."), domain) for h in prov.hosts):
-                return prov
-    for host in (remote_host.lower().strip(". "), reporting_host.lower().strip(". ")):
-        if not host:
-            continue
-        for prov in PROVIDERS:
-            if any(_host_matches(host, h) for h in prov.hosts):
-                return prov
+    if domain and domain in _BY_DOMAIN:
+        return _BY_DOMAIN[domain][1]
+    for host in (remote_host, reporting_host):
+        host = host.lower().strip(". ")
+        if host:
+            found = _by_host(host)
+            if found is not None:
+                return found
     return None
 
 

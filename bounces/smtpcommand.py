@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import re
 
-#: MTA phrasings that name the stage outright, checked before the bare command words.
-_PHRASED: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"in reply to (?:the )?(?:end of )?(RCPT|MAIL|DATA|EHLO|HELO|QUIT|"
-                r"STARTTLS|AUTH|RSET|XFORWARD|BDAT)\b", re.IGNORECASE), ""),
-    (re.compile(r"but sender was rejected", re.IGNORECASE), "MAIL"),
-    (re.compile(r"but my name was rejected", re.IGNORECASE), "HELO"),
-    (re.compile(r"does not like recipient", re.IGNORECASE), "RCPT"),
-    (re.compile(r"failed after I sent the message", re.IGNORECASE), "DATA"),
-    (re.compile(r"refused to talk to me", re.IGNORECASE), "HELO"),
-)
+#: MTA phrasings that name the stage outright, checked before the bare command words: one
+#: alternation; group 1 is Postfix's command, the named groups map to a fixed command.
+_PHRASED = re.compile(
+    r"in reply to (?:the )?(?:end of )?(RCPT|MAIL|DATA|EHLO|HELO|QUIT|STARTTLS|AUTH|RSET|"
+    r"XFORWARD|BDAT)\b|(?P<MAIL>but sender was rejected)|(?P<HELO>but my name was rejected|"
+    r"refused to talk to me)|(?P<RCPT>does not like recipient)|"
+    r"(?P<DATA>failed after I sent the message)", re.IGNORECASE)
 #: Bare command words in protocol order; a later one means the session got further.
 _WORDS = re.compile(
     r"(?<![0-9A-Za-z@`])(?:(HELO|EHLO|STARTTLS|RCPT|DATA|QUIT|XFORWARD)(?![0-9A-Za-z@`])|"
@@ -43,10 +40,9 @@ def find(text: str) -> str:
     """The SMTP command ``text`` says the failure answered (``RCPT``, ``DATA`` ...) or ``""``."""
     if not text:
         return ""
-    for pattern, command in _PHRASED:
-        match = pattern.search(text)
-        if match:
-            return command or match.group(1).upper()
+    match = _PHRASED.search(text)
+    if match:
+        return match.group(1).upper() if match.group(1) else str(match.lastgroup)
     best = ""
     for match in _WORDS.finditer(text):
         head = (match.group(1) or match.group(2))[:4]
