@@ -42,10 +42,36 @@ class Mta:
     """A reporting MTA: how to recognise its reports and how to read its own messages."""
 
     name: str
-    recognise: Callable[[ParsedReport], bool]
+    recognise: Callable[[Signature], bool]
     judge: _Judge
     #: A reason named by the MTA's own enhanced status code (Exchange Online documents its own).
     by_status: Callable[[str], str] | None = field(default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The header values the recognisers look at, read once per report."""
+
+    sender: str
+    subject: str
+    msgid: str
+    ctype: str
+    mailer: str
+    mimeole: str
+    received: str  # every Received: value, joined by newlines
+    names: frozenset[str]  # lower-cased names of the headers present
+
+    @classmethod
+    def of(cls, report: ParsedReport) -> Signature:
+        """Read the signature of a report's own header block."""
+        return cls(report.header("From"), report.header("Subject"),
+                   report.header("Message-ID"), report.header("Content-Type"),
+                   report.header("X-Mailer"), report.header("X-MimeOLE"),
+                   report.headers.joined("Received"), report.headers.names())
+
+    def has(self, name: str) -> bool:
+        """Whether the report carries a header of that name."""
+        return name.lower() in self.names
 
 
 def _table(spec: dict[str, tuple[str, ...]]) -> list[tuple[str, re.Pattern[str]]]:
@@ -59,12 +85,12 @@ def _first(table: list[tuple[str, re.Pattern[str]]], text: str) -> str:
     return next((reason for reason, rule in table if rule.search(text)), "")
 
 
-def _received(report: ParsedReport) -> list[str]:
-    return report.headers.joined("Received").split("\n")
+def _received(sig: Signature) -> list[str]:
+    return sig.received.split("\n")
 
 
-def _any_received(report: ParsedReport, marker: str) -> bool:
-    return marker in report.headers.joined("Received")
+def _any_received(sig: Signature, marker: str) -> bool:
+    return marker in sig.received
 
 
 # -- Exim ------------------------------------------------------------------------------------
@@ -74,18 +100,17 @@ _EXIM_SUBJECTS = ("Delivery Status Notification", "Mail delivery failed", "Mail 
 _EXIM_ID = re.compile(r"^<[0-9A-Za-z]{6}-[0-9A-Za-z]{6}-[0-9A-Za-z]{2}@")
 
 
-def _is_exim(report: ParsedReport) -> bool:
+def _is_exim(sig: Signature) -> bool:
     score = 0
-    if "Mail Delivery System" in report.header("From"):
+    if "Mail Delivery System" in sig.sender:
         score += 1
-    subject = report.header("Subject")
+    subject = sig.subject
     if any(s in subject for s in _EXIM_SUBJECTS):
         score += 1
-    if _EXIM_ID.match(report.header("Message-ID")):
+    if _EXIM_ID.match(sig.msgid):
         score += 1
-    thirdparty = bool(report.header("X-MX-Bounce") or report.header("X-MXL-Hash")
-                      or report.header("X-MXL-NoteHash")) or "<mxl~" in report.header(
-                          "Message-ID")
+    thirdparty = bool(sig.has("X-MX-Bounce") or sig.has("X-MXL-Hash")
+                      or sig.has("X-MXL-NoteHash")) or "<mxl~" in sig.msgid
     return score >= 2 or thirdparty
 
 
@@ -130,9 +155,9 @@ def _judge_exim(diagnostic: str) -> Verdict:
 
 # -- qmail -----------------------------------------------------------------------------------
 
-def _is_qmail(report: ParsedReport) -> bool:
-    return report.header("Subject") in ("failure notice", "Failure Notice") or _any_received(
-        report, "(qmail ")
+def _is_qmail(sig: Signature) -> bool:
+    return sig.subject in ("failure notice", "Failure Notice") or _any_received(
+        sig, "(qmail ")
 
 
 _QMAIL_COMMANDS = (
@@ -202,10 +227,10 @@ def _judge_by(table: list[tuple[str, re.Pattern[str]]]) -> _Judge:
     return judge
 
 
-def _is_opensmtpd(report: ParsedReport) -> bool:
-    return ("Delivery status notification" in report.header("Subject")
-            or "Mailer Daemon <" in report.header("From")
-            or _any_received(report, " (OpenSMTPD) with "))
+def _is_opensmtpd(sig: Signature) -> bool:
+    return ("Delivery status notification" in sig.subject
+            or "Mailer Daemon <" in sig.sender
+            or _any_received(sig, " (OpenSMTPD) with "))
 
 
 _OPENSMTPD = _table({
@@ -222,9 +247,9 @@ _OPENSMTPD = _table({
 })
 
 
-def _is_dragonfly(report: ParsedReport) -> bool:
-    return "Mail delivery failed" in report.header("Subject") and _any_received(
-        report, " (DragonFly Mail Agent")
+def _is_dragonfly(sig: Signature) -> bool:
+    return "Mail delivery failed" in sig.subject and _any_received(
+        sig, " (DragonFly Mail Agent")
 
 
 _DRAGONFLY = _table({
@@ -233,9 +258,8 @@ _DRAGONFLY = _table({
 })
 
 
-def _is_imailserver(report: ParsedReport) -> bool:
-    return report.header("Subject").startswith("Undeliverable Mail ") or report.header(
-        "X-Mailer").startswith("<SMTP32 v")
+def _is_imailserver(sig: Signature) -> bool:
+    return sig.subject.startswith("Undeliverable Mail ") or sig.mailer.startswith("<SMTP32 v")
 
 
 _IMAILSERVER = _table({
@@ -250,9 +274,9 @@ _IMAILSERVER = _table({
 
 # -- Gmail (the old googlemail.com text reports) ---------------------------------------------
 
-def _is_gmail(report: ParsedReport) -> bool:
-    return ("<mailer-daemon@googlemail.com>" in report.header("From")
-            and "Delivery Status Notification" in report.header("Subject"))
+def _is_gmail(sig: Signature) -> bool:
+    return ("<mailer-daemon@googlemail.com>" in sig.sender
+            and "Delivery Status Notification" in sig.subject)
 
 
 #: Gmail's "(state N)" numbers: the SMTP stage its client had reached, and what that means.
@@ -291,8 +315,8 @@ def _judge_gmail(diagnostic: str) -> Verdict:
 
 # -- Yahoo ------------------------------------------------------------------------------------
 
-def _is_yahoo(report: ParsedReport) -> bool:
-    return bool(report.header("X-YMailISG"))
+def _is_yahoo(sig: Signature) -> bool:
+    return sig.has("X-YMailISG")
 
 
 _ADDRESS_IN_ANGLES = re.compile(r"<[^<>@\s]+@[^<>\s]+>")
@@ -307,16 +331,16 @@ def _judge_yahoo(diagnostic: str) -> Verdict:
 
 # -- Microsoft Exchange ----------------------------------------------------------------------
 
-def _is_exchange2003(report: ParsedReport) -> bool:
-    if report.header("X-MS-Embedded-Report"):
+def _is_exchange2003(sig: Signature) -> bool:
+    if sig.has("X-MS-Embedded-Report"):
         return True
-    mailer = report.header("X-Mailer")
+    mailer = sig.mailer
     if mailer.startswith(("Internet Mail Service (",
                           "Microsoft Exchange Server Internet Mail Connector")):
         return True
-    if report.header("X-MimeOLE").startswith("Produced By Microsoft Exchange"):
+    if sig.mimeole.startswith("Produced By Microsoft Exchange"):
         return True
-    return _any_received(report, " with Internet Mail Service (")
+    return _any_received(sig, " with Internet Mail Service (")
 
 
 _EXCHANGE2003_CODES = {
@@ -359,12 +383,12 @@ def exchange_ndr_reason(diagnostic: str) -> str:
 
 # -- Exim derivatives ------------------------------------------------------------------------
 
-def _is_mailru(report: ParsedReport) -> bool:
-    sender = report.header("From").lower()
-    msgid = report.header("Message-ID")
+def _is_mailru(sig: Signature) -> bool:
+    sender = sig.sender.lower()
+    msgid = sig.msgid
     score = int("mailer-daemon@" in sender and "mail.ru" in sender)
     score += int(msgid.endswith((".mail.ru>", "smailru.net>")))
-    score += int(any(s in report.header("Subject") for s in _EXIM_SUBJECTS))
+    score += int(any(s in sig.subject for s in _EXIM_SUBJECTS))
     return score > 2
 
 
@@ -388,15 +412,15 @@ def _judge_mailru(diagnostic: str) -> Verdict:
     return Verdict(reason, command)
 
 
-def _is_gmx(report: ParsedReport) -> bool:
-    return bool(report.header("X-GMX-Antispam"))
+def _is_gmx(sig: Signature) -> bool:
+    return sig.has("X-GMX-Antispam")
 
 
 _GMX = _table({"expired": ("delivery retry timeout exceeded",)})
 
 
-def _is_zoho(report: ParsedReport) -> bool:
-    return bool(report.header("X-ZohoMail"))
+def _is_zoho(sig: Signature) -> bool:
+    return sig.has("X-ZohoMail")
 
 
 _ZOHO = _table({"expired": ("Host not reachable",)})
@@ -404,11 +428,11 @@ _ZOHO = _table({"expired": ("Host not reachable",)})
 
 # -- qmail clones (Sisimai's "X4") -----------------------------------------------------------
 
-def _is_qmail_clone(report: ParsedReport) -> bool:
-    subject = report.header("Subject")
+def _is_qmail_clone(sig: Signature) -> bool:
+    subject = sig.subject
     return subject.startswith(("failure notice", "Permanent Delivery Failure")) or any(
         "(qmail " in r and ("invoked for bounce)" in r or "network)" in r)
-        for r in _received(report))
+        for r in _received(sig))
 
 
 _QMAIL_CLONE = _table({
@@ -448,8 +472,8 @@ def _judge_qmail_clone(diagnostic: str) -> Verdict:
 
 # -- providers and appliances with a few fixed messages --------------------------------------
 
-def _is_notes(report: ParsedReport) -> bool:
-    return report.header("Subject").startswith("Undeliverable message")
+def _is_notes(sig: Signature) -> bool:
+    return sig.subject.startswith("Undeliverable message")
 
 
 _NOTES = _table({
@@ -459,8 +483,8 @@ _NOTES = _table({
 })
 
 
-def _is_domino(report: ParsedReport) -> bool:
-    subject = report.header("Subject")
+def _is_domino(sig: Signature) -> bool:
+    subject = sig.subject
     return subject.startswith("DELIVERY FAILURE:") or "DELIVERY_FAILURE" in subject
 
 
@@ -474,13 +498,13 @@ _DOMINO = _table({
 })
 
 
-def _is_ezweb(report: ParsedReport) -> bool:
-    sender = report.header("From")
+def _is_ezweb(sig: Signature) -> bool:
+    sender = sig.sender
     score = int("Postmaster@ezweb.ne.jp" in sender) + int("Postmaster@au.com" in sender)
-    score += int(report.header("Subject") == "Mail System Error - Returned Mail")
+    score += int(sig.subject == "Mail System Error - Returned Mail")
     score += int(any("ezweb.ne.jp (EZweb Mail) with" in r or ".au.com (" in r
-                     for r in _received(report)))
-    msgid = report.header("Message-ID")
+                     for r in _received(sig)))
+    msgid = sig.msgid
     score += int(".ezweb.ne.jp>" in msgid) + int(".au.com>" in msgid)
     return score >= 2
 
@@ -493,18 +517,17 @@ _EZWEB = _table({
 })
 
 
-def _is_trendmicro(report: ParsedReport) -> bool:
-    return report.header("From").startswith('"InterScan') or "InterScan" in report.header(
-        "Content-Type")
+def _is_trendmicro(sig: Signature) -> bool:
+    return sig.sender.startswith('"InterScan') or "InterScan" in sig.ctype
 
 
 _TRENDMICRO = _table({"userunknown": ("Unable to deliver",)})
 
 
-def _is_gsuite(report: ParsedReport) -> bool:
-    return ("<mailer-daemon@googlemail.com>" in report.header("From")
-            and "Delivery Status Notification" in report.header("Subject")
-            and bool(report.header("X-Gm-Message-State")))
+def _is_gsuite(sig: Signature) -> bool:
+    return ("<mailer-daemon@googlemail.com>" in sig.sender
+            and "Delivery Status Notification" in sig.subject
+            and sig.has("X-Gm-Message-State"))
 
 
 _GSUITE = _table({
@@ -515,11 +538,11 @@ _GSUITE = _table({
 })
 
 
-def _is_courier(report: ParsedReport) -> bool:
-    subject = report.header("Subject")
-    return ("Courier mail server at " in report.header("From")
+def _is_courier(sig: Signature) -> bool:
+    subject = sig.subject
+    return ("Courier mail server at " in sig.sender
             or "NOTICE: mail delivery status." in subject or "WARNING: delayed mail." in subject
-            or report.header("Message-ID").startswith("<courier."))
+            or sig.msgid.startswith("<courier."))
 
 
 _COURIER = _table({
@@ -529,17 +552,17 @@ _COURIER = _table({
 })
 
 
-def _is_messagingserver(report: ParsedReport) -> bool:
-    return "Boundary_(ID_" in report.header("Content-Type") or report.header(
-        "Subject").startswith("Delivery Notification: ")
+def _is_messagingserver(sig: Signature) -> bool:
+    return "Boundary_(ID_" in sig.ctype or sig.subject.startswith(
+        "Delivery Notification: ")
 
 
 _MESSAGINGSERVER = _table({"hostunknown": ("Illegal host/domain name found",)})
 
 
-def _is_fml(report: ParsedReport) -> bool:
-    return bool(report.header("X-MLServer")) and "-admin@" in report.header("From") and (
-        ".FML" in report.header("Message-ID"))
+def _is_fml(sig: Signature) -> bool:
+    return sig.has("X-MLServer") and "-admin@" in sig.sender and (
+        ".FML" in sig.msgid)
 
 
 _FML = _table({
@@ -551,17 +574,17 @@ _FML = _table({
 })
 
 
-def _is_office365(report: ParsedReport) -> bool:
-    subject = report.header("Subject")
+def _is_office365(sig: Signature) -> bool:
+    subject = sig.subject
     score = sum(int(s in subject) for s in ("Undeliverable:", "Onbestelbaar:", "Não_entregue:"))
-    score += sum(int(bool(report.header(h))) for h in (
+    score += sum(int(sig.has(h)) for h in (
         "X-MS-Exchange-Message-Is-Ndr", "X-Microsoft-Antispam-PRVS",
         "X-Exchange-Antispam-Report-Test", "X-Exchange-Antispam-Report-CFA-Test",
         "X-MS-Exchange-CrossTenant-OriginalArrivalTime",
         "X-MS-Exchange-CrossTenant-FromEntityHeader",
         "X-MS-Exchange-Transport-CrossTenantHeadersStamped"))
-    score += int(any(_OUTLOOK_HOST.search(r) for r in _received(report)))
-    score += int(bool(_OUTLOOK_HOST.search(report.header("Message-ID"))))
+    score += int(any(_OUTLOOK_HOST.search(r) for r in _received(sig)))
+    score += int(bool(_OUTLOOK_HOST.search(sig.msgid)))
     return score >= 2
 
 
@@ -598,8 +621,8 @@ def _judge_office365(diagnostic: str) -> Verdict:
 
 # -- Sendmail ---------------------------------------------------------------------------------
 
-def _is_sendmail(report: ParsedReport) -> bool:
-    subject = report.header("Subject")
+def _is_sendmail(sig: Signature) -> bool:
+    subject = sig.subject
     return subject.startswith("Warning: ") or subject.endswith("see transcript for details")
 
 
@@ -609,7 +632,7 @@ _SERVER_LINE = re.compile(r"(?m)^<<< ?(.*)$")
 def sendmail_replies(report: ParsedReport, text: str) -> str:
     """The server replies a Sendmail transcript quotes (``<<< 550 5.1.1 ...``), joined: Sendmail
     puts the remote server's own words there and only a summary in its DSN fields."""
-    if "<<< " not in text or not _is_sendmail(report):
+    if "<<< " not in text or not _is_sendmail(Signature.of(report)):
         return ""
     seen: list[str] = []
     for match in _SERVER_LINE.finditer(text):
@@ -648,7 +671,8 @@ MTAS: tuple[Mta, ...] = (
 
 def recognise(report: ParsedReport) -> Mta | None:
     """The MTA whose format the report is in, when one of :data:`MTAS` claims it."""
-    return next((mta for mta in MTAS if mta.recognise(report)), None)
+    sig = Signature.of(report)
+    return next((mta for mta in MTAS if mta.recognise(sig)), None)
 
 
 def verdict(mta: Mta | None, diagnostic: str, status: str = "") -> Verdict:

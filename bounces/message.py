@@ -23,6 +23,7 @@ function here is total: malformed input yields fewer parts, never an exception.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
@@ -35,7 +36,9 @@ _RETURNED = frozenset({"message/rfc822", "message/global"})
 _HEADERS_ONLY = frozenset({"text/rfc822-headers", "message/rfc822-headers", "message/partial",
                            "message/global-headers"})
 _HEADER_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
-_FIELD_NAME = re.compile(rb"[!-9;-~]+")
+#: One header field: a name at the start of a line, and its value with continuation lines.
+_FIELD = re.compile(rb"(?m)^([!-9;-~]+)[ \t]*:[ \t]*(.*(?:\n[ \t].*)*)")
+_FOLD = re.compile(rb"\n[ \t]+")
 
 
 def normalise_newlines(raw: bytes) -> bytes:
@@ -51,10 +54,9 @@ def header_text(value: object) -> str:
         return ""
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     if "=?" in text:
-        try:
+        # malformed encoded words: keep the raw text
+        with contextlib.suppress(Exception):
             text = str(make_header(decode_header(text)))
-        except Exception:  # noqa: BLE001 - malformed encoded words: keep the raw text
-            pass
     return " ".join(text.split())
 
 
@@ -70,23 +72,14 @@ class Headers:
     @classmethod
     def parse(cls, block: bytes) -> Headers:
         """Split an RFC 5322 header block (LF line endings) into fields, unfolding
-        continuation lines; lines that are not fields are skipped."""
+        continuation lines; lines that are not fields are skipped (one regex scan)."""
         fields: list[tuple[str, bytes]] = []
         index: dict[str, list[bytes]] = {}
-        for line in block.split(b"\n"):
-            if not line:
-                continue
-            first = line[0]
-            if first in (32, 9):  # a continuation line (space or tab)
-                if fields:
-                    name, value = fields[-1]
-                    fields[-1] = (name, value + b" " + line.strip())
-                continue
-            colon = line.find(b":")
-            name_bytes = line[:colon].rstrip(b" \t") if colon > 0 else b""
-            if not name_bytes or not _FIELD_NAME.fullmatch(name_bytes):
-                continue
-            fields.append((name_bytes.decode("ascii"), line[colon + 1:].strip()))
+        for match in _FIELD.finditer(block):
+            value = match.group(2)
+            if b"\n" in value:
+                value = _FOLD.sub(b" ", value)
+            fields.append((match.group(1).decode("ascii"), value.strip()))
         for name, value in fields:
             index.setdefault(name.lower(), []).append(value)
         return cls(fields, index)
@@ -114,6 +107,10 @@ class Headers:
             cached = "\n".join(self.get_all(name))
             self._joined[key] = cached
         return cached
+
+    def names(self) -> frozenset[str]:
+        """The lower-cased names of the fields present."""
+        return frozenset(self._index)
 
     def raw(self, name: str) -> bytes:
         """The first raw value of ``name`` (b"" if absent)."""
