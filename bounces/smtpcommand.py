@@ -5,6 +5,8 @@ unknown user, the same words after DATA a content filter; a refusal at MAIL is a
 at HELO/EHLO or on connection, about the client. MTAs say it in a few fixed ways:
 
 * Postfix: ``(in reply to RCPT TO command)``, ``(in reply to end of DATA command)``;
+  (matched as the MTAs print them, case and all: the same words in a remote server's prose are
+  not a statement about the session);
 * Sendmail and others quoting the transcript: ``>>> RCPT To:<a@b>`` then ``<<< 550 ...``;
 * Exim: ``SMTP error from remote mail server after RCPT TO:<a@b>:``;
 * qmail: ``Connected to 192.0.2.1 but sender was rejected.`` (MAIL), ``... but my name was
@@ -26,7 +28,7 @@ _PHRASED = re.compile(
     r"in reply to (?:the )?(?:end of )?(RCPT|MAIL|DATA|EHLO|HELO|QUIT|STARTTLS|AUTH|RSET|"
     r"XFORWARD|BDAT)\b|(?P<MAIL>but sender was rejected)|(?P<HELO>but my name was rejected|"
     r"refused to talk to me)|(?P<RCPT>does not like recipient)|"
-    r"(?P<DATA>failed after I sent the message)", re.IGNORECASE)
+    r"(?P<DATA>failed after I sent the message|failed on DATA command)")
 #: Bare command words in protocol order; a later one means the session got further.
 _WORDS = re.compile(
     r"(?<![0-9A-Za-z@`])(?:(HELO|EHLO|STARTTLS|RCPT|DATA|QUIT|XFORWARD)(?![0-9A-Za-z@`])|"
