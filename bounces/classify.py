@@ -173,7 +173,7 @@ def _result(ctx: _Context, recipient: str, diagnostic: str, told: str = "",
         reason = "delivered"
     return BounceResult(
         kind="dsn", recipient=recipient.lower(),
-        bounce_type=bounce_type(reason, status, diagnostic), reason=reason, status=status,
+        bounce_type=bounce_type(reason, status, diagnostic, action), reason=reason, status=status,
         reply_code=int(reply) if reply else None, diagnostic=diagnostic[:_MAX_DIAGNOSTIC],
         remote_mta=remote_mta, action=action, original_message_id=ctx.message_id,
         original_headers=ctx.original)
@@ -239,7 +239,7 @@ def _from_ses(event: sesjson.SesEvent, message_id: str) -> BounceResult:
             reason = sesjson.SUBTYPE_REASON.get(event.subtype, reason)
     return BounceResult(
         kind="dsn", recipient=event.recipient.lower(),
-        bounce_type=bounce_type(reason, status, diagnostic), reason=reason, status=status,
+        bounce_type=bounce_type(reason, status, diagnostic, action), reason=reason, status=status,
         reply_code=int(reply) if reply else None, diagnostic=diagnostic[:_MAX_DIAGNOSTIC],
         remote_mta=event.remote_mta, action=action, original_message_id=message_id)
 

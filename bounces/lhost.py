@@ -642,9 +642,25 @@ def sendmail_replies(report: ParsedReport, text: str) -> str:
     return " ".join(seen)
 
 
+# -- Amazon SES receiving rules ---------------------------------------------------------------
+
+def _is_receivingses(sig: Signature) -> bool:
+    return sig.has("X-SES-Outgoing")
+
+
+#: The error texts of SES receipt-rule bounce templates (Rule sets / Actions / Template).
+_RECEIVINGSES = _table({
+    "filtered": ("Mailbox does not exist",),
+    "mesgtoobig": ("Message too large",),
+    "mailboxfull": ("Mailbox full",),
+    "contenterror": ("Message content rejected",),
+})
+
+
 # -- the table -------------------------------------------------------------------------------
 
 MTAS: tuple[Mta, ...] = (
+    Mta("ReceivingSES", _is_receivingses, _judge_by(_RECEIVINGSES), status_reason),
     Mta("Exchange2003", _is_exchange2003, _judge_exchange2003),
     Mta("Office365", _is_office365, _judge_office365, office365_status_reason),
     Mta("GSuite", _is_gsuite, _judge_by(_GSUITE)),

@@ -372,12 +372,16 @@ HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 _TEMPORARY_WORDS = re.compile(r" temporar| persistent", re.IGNORECASE)
 
 
-def bounce_type(reason: str, status: str, diagnostic: str) -> Literal["hard", "soft"] | None:
+def bounce_type(reason: str, status: str, diagnostic: str,
+                action: str = "") -> Literal["hard", "soft"] | None:
     """Hard or soft: an address that does not exist (user, host, moved) is hard; a refusal
     because the host takes no mail (``notaccept``) is hard unless it said it was temporary;
-    everything else is soft. No verdict for deliveries, complaints and auto-replies."""
+    everything else is soft, and so is any delay (the MTA is still trying). No verdict for
+    deliveries, complaints and auto-replies."""
     if reason in ("delivered", "feedback", "vacation"):
         return None
+    if action == "delayed":
+        return "soft"
     if reason in HARD_REASONS:
         return "hard"
     if reason != "notaccept":
