@@ -9,6 +9,7 @@ from bounces.classify import classify
 from bounces.reasons import Evidence, explain
 from bounces.rhost import provider, provider_reason, remote_host
 
+
 def decide(status: str, text: str, action: str, command: str = "") -> str:
     """The reason for one recipient (no provider), as classify decides it."""
     return explain(Evidence(status=status, diagnostic=" ".join(text.lower().split()),
