@@ -645,7 +645,9 @@ def sendmail_replies(report: ParsedReport, text: str) -> str:
 # -- Amazon SES receiving rules ---------------------------------------------------------------
 
 def _is_receivingses(sig: Signature) -> bool:
-    return sig.has("X-SES-Outgoing")
+    """SES receipt rules bouncing inbound mail; SES's own bounces of outbound mail carry the
+    same header but come from its MAILER-DAEMON and follow no template."""
+    return sig.has("X-SES-Outgoing") and "amazonses.com" not in sig.sender.lower()
 
 
 #: The error texts of SES receipt-rule bounce templates (Rule sets / Actions / Template).
