@@ -325,3 +325,15 @@ def test_postfix_stage_from_its_in_reply_to_phrase(text: str, reason: str) -> No
               subject="Undelivered Mail Returned to Sender",
               sender="MAILER-DAEMON@mx.a.test (Mail Delivery System)")
     assert one(raw).reason == reason
+
+
+def test_apple_mail_unsubscribe_is_an_opt_out() -> None:
+    """Apple Mail's one-click unsubscribe comes from the recipient, marked by Apple's header."""
+    raw = (b"From: reader@icloud.test\nTo: opt-out-1@a.test\nSubject: unsubscribe\n"
+           b"Auto-Submitted: auto-replied\nX-Apple-Unsubscribe: true\n\n"
+           b"Apple Mail sent this email to unsubscribe from the message \"hi\".\n")
+    res = one(raw)
+    assert (res.kind, res.recipient, res.reason, res.feedback_type) == (
+        "complaint", "reader@icloud.test", "feedback", "opt-out")
+    plain = classify(raw.replace(b"X-Apple-Unsubscribe", b"X-Other"))
+    assert plain[0].kind == "auto_reply"  # without Apple's header: just an automatic reply
