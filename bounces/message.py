@@ -38,7 +38,6 @@ _HEADERS_ONLY = frozenset({"text/rfc822-headers", "message/rfc822-headers", "mes
 _HEADER_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
 #: One header field: a name at the start of a line, and its value with continuation lines.
 _FIELD = re.compile(rb"(?m)^([!-9;-~]+)[ \t]*:[ \t]*(.*(?:\n[ \t].*)*)")
-_FOLD = re.compile(rb"\n[ \t]+")
 
 
 def normalise_newlines(raw: bytes) -> bytes:
@@ -78,7 +77,7 @@ class Headers:
         for match in _FIELD.finditer(block):
             value = match.group(2)
             if b"\n" in value:
-                value = _FOLD.sub(b" ", value)
+                value = value.replace(b"\n", b" ")  # unfold (decoding squeezes the blanks)
             fields.append((match.group(1).decode("ascii"), value.strip()))
         for name, value in fields:
             index.setdefault(name.lower(), []).append(value)
@@ -104,7 +103,7 @@ class Headers:
         key = name.lower()
         cached = self._joined.get(key)
         if cached is None:
-            cached = "\n".join(self.get_all(name))
+            cached = b"\n".join(self._index.get(key, [])).decode("utf-8", "replace")
             self._joined[key] = cached
         return cached
 
