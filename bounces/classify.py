@@ -181,7 +181,8 @@ def _result(ctx: _Context, recipient: str, diagnostic: str, told: str = "",
 
 def _from_dsn(report: ParsedReport, text: str, records: list[dsn.DsnRecipient],
               original: tuple[tuple[str, str], ...], message_id: str) -> list[BounceResult]:
-    scanned = {r.recipient: r for r in formats.scan(report, text, set())} if text else {}
+    scanned = {r.recipient: r for r in formats.scan(report, text, set(), check_delay=False)
+               } if text else {}
     ctx = _context(report, text, original, message_id)
     if len(records) > 1:
         ctx = replace(ctx, replies="")  # one transcript cannot speak for several recipients

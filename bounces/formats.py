@@ -38,6 +38,7 @@ _DIVIDER = re.compile(
     r"|included is a copy of the message header"
     r"|-{20,}[ \t]*$(?=\n(?:received|return-path|message-id|date|from):)"
     r")")
+_DIVIDER_FOLDED = re.compile(_DIVIDER.pattern.replace("(?im)", "(?m)", 1))
 _HEADERISH = re.compile(r"(?m)^(?:Return-Path|Received|DKIM-Signature|Message-ID|From|Date):[ \t]")
 
 _SUBJECT = re.compile(
@@ -115,7 +116,8 @@ def bounce_text(report: ParsedReport) -> str:
     from after the divider so attribution by Message-ID still works.
     """
     text = "\n".join(t for t in report.text_parts if t.strip())
-    match = _DIVIDER.search(text)
+    # An ASCII text folds case without moving any offset: scan the folded copy case-sensitively.
+    match = _DIVIDER_FOLDED.search(text.lower()) if text.isascii() else _DIVIDER.search(text)
     if match:
         rest = text[match.end():]
         text = text[: match.start()]
@@ -195,10 +197,12 @@ def _shared_reply(lines: list[str], first: int) -> str:
     return ""
 
 
-def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipient]:
-    """Find each failed recipient of a plain-text bounce with its diagnostic text."""
+def scan(report: ParsedReport, text: str, exclude: set[str],
+         check_delay: bool = True) -> list[TextRecipient]:
+    """Find each failed recipient of a plain-text bounce with its diagnostic text
+    (``check_delay=False``: the caller has the Action already and needs no guess)."""
     lines = text.split("\n")
-    delayed = is_delayed(report.header("Subject"), text)
+    delayed = check_delay and is_delayed(report.header("Subject"), text)
     found = _candidates(lines, exclude) or [
         (i, a, r) for i, a, r in _candidates(lines, set(), keep_role=True) if r <= 3]
     failed_hdr = [a.strip().lower() for a in report.header("X-Failed-Recipients").split(",")

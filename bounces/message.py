@@ -25,8 +25,11 @@ from __future__ import annotations
 import binascii
 import contextlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
+from functools import lru_cache
+from types import MappingProxyType
 
 _MAX_PARTS = 200
 _MAX_DEPTH = 8
@@ -171,9 +174,11 @@ def parse_header_block(text: str) -> list[tuple[str, str]]:
 _PARAM = re.compile(r';\s*([A-Za-z0-9*_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 
 
-def content_type(value: str) -> tuple[str, dict[str, str]]:
+@lru_cache(maxsize=1024)
+def content_type(value: str) -> tuple[str, Mapping[str, str]]:
     """``text/plain; charset="x"`` -> ("text/plain", {"charset": "x"}); the default
-    ``text/plain`` for an empty or malformed value (RFC 2045)."""
+    ``text/plain`` for an empty or malformed value (RFC 2045). Memoised (the same few values
+    recur in every report), so the parameters come back read-only."""
     head = value.split(";", 1)[0].strip().lower()
     if head.count("/") != 1:
         head = "text/plain"
@@ -184,7 +189,7 @@ def content_type(value: str) -> tuple[str, dict[str, str]]:
             if raw.startswith('"'):
                 raw = raw[1:-1].replace('\\"', '"')
             params.setdefault(match.group(1).lower(), raw)
-    return head, params
+    return head, MappingProxyType(params)
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -224,7 +229,7 @@ def _charset_decode(payload: bytes, charset: str) -> str:
         return payload.decode("latin-1", errors="replace")
 
 
-def _text_of(headers: Headers, params: dict[str, str], body: bytes) -> str:
+def _text_of(headers: Headers, params: Mapping[str, str], body: bytes) -> str:
     encoding = headers.get("Content-Transfer-Encoding").lower().strip()
     return _charset_decode(_transfer_decode(body, encoding), params.get("charset", ""))
 
@@ -288,7 +293,7 @@ class _Reader:
             text = _text_of(headers, params, body)
             self.report.text_parts.append(_strip_html(text) if ctype == "text/html" else text)
 
-    def returned(self, headers: Headers, params: dict[str, str], body: bytes,
+    def returned(self, headers: Headers, params: Mapping[str, str], body: bytes,
                  depth: int) -> None:
         """A returned original: keep its headers; read it as a report if it is one."""
         encoding = headers.get("Content-Transfer-Encoding").lower().strip()
