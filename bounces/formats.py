@@ -213,7 +213,7 @@ def scan(report: ParsedReport, text: str, exclude: set[str],
     best_rank = min((rank for _, _, rank in found), default=0)
     chosen = [(i, a) for i, a, rank in found if rank == best_rank or best_rank > 1]
     out: dict[str, TextRecipient] = {}
-    whole = " ".join(text.split())
+    whole = ""
     shared = _shared_reply(lines, chosen[0][0]) if chosen else ""
     for pos, (index, addr) in enumerate(chosen):
         if addr in out:
@@ -224,14 +224,24 @@ def scan(report: ParsedReport, text: str, exclude: set[str],
         diag = _diagnostic(lines, index, max(stop, index + 1))
         if shared and not _REPLY_CODE.search(diag):
             diag = f"{shared} {diag}"  # one reply stated above the list applies to all of it
-        if len(ADDR_RE.sub("", diag).strip(" <>:.()*")) < 8:
-            diag = whole[:1000]  # the recipient's own lines say nothing: read the whole report
+        if _says_nothing(diag):
+            # the recipient's own lines say nothing: read the whole report
+            whole = whole or " ".join(text.split())
+            diag = whole[:1000]
         if addr not in out:
             out[addr] = TextRecipient(addr, diag, delayed)
     for addr in failed_hdr:
         if addr not in out:
+            whole = whole or " ".join(text.split())
             out[addr] = TextRecipient(addr, whole[:1000], delayed)
     return list(out.values())
+
+
+def _says_nothing(diag: str) -> bool:
+    """Fewer than 8 characters besides addresses and punctuation (a bare address line)."""
+    if "@" not in diag:
+        return len(diag.strip(" <>:.()*")) < 8
+    return len(ADDR_RE.sub("", diag).strip(" <>:.()*")) < 8
 
 
 def format_hint(recipient: str) -> str:
