@@ -9,7 +9,15 @@ Order of recognition, most explicit first:
 4. RFC 3834 automatic replies -> ``auto_reply``;
 5. anything else -> one ``not_bounce`` result.
 
-Pure: no I/O, no global state; :func:`classify` never raises, whatever the bytes.
+For each failed recipient the evidence is gathered here (the diagnostic, the Status field and
+the code the text carries, the reply code, the SMTP command the refusal answered, the remote
+host) and the reason is decided by :func:`bounces.reasons.explain`, in Sisimai's order: the
+report format's own verdict (:mod:`bounces.lhost`), local delivery agents, the provider's
+documented replies (:mod:`bounces.rhost`), then the status code, command and phrase families.
+
+Pure: no I/O, no global state; :func:`classify` never raises, whatever the bytes. When it had
+to fall back on its catch-all, the single ``not_bounce`` result names the exception in
+:attr:`~bounces.model.BounceResult.error`, so callers and tests can tell the two paths apart.
 """
 
 from __future__ import annotations
