@@ -430,7 +430,9 @@ _ZOHO = _table({"expired": ("Host not reachable",)})
 
 def _is_qmail_clone(sig: Signature) -> bool:
     subject = sig.subject
-    return subject.startswith(("failure notice", "Permanent Delivery Failure")) or any(
+    if subject.startswith(("failure notice", "Permanent Delivery Failure")):
+        return True
+    return "(qmail " in sig.received and any(
         "(qmail " in r and ("invoked for bounce)" in r or "network)" in r)
         for r in _received(sig))
 
@@ -502,8 +504,7 @@ def _is_ezweb(sig: Signature) -> bool:
     sender = sig.sender
     score = int("Postmaster@ezweb.ne.jp" in sender) + int("Postmaster@au.com" in sender)
     score += int(sig.subject == "Mail System Error - Returned Mail")
-    score += int(any("ezweb.ne.jp (EZweb Mail) with" in r or ".au.com (" in r
-                     for r in _received(sig)))
+    score += int("ezweb.ne.jp (EZweb Mail) with" in sig.received or ".au.com (" in sig.received)
     msgid = sig.msgid
     score += int(".ezweb.ne.jp>" in msgid) + int(".au.com>" in msgid)
     return score >= 2
@@ -583,7 +584,7 @@ def _is_office365(sig: Signature) -> bool:
         "X-MS-Exchange-CrossTenant-OriginalArrivalTime",
         "X-MS-Exchange-CrossTenant-FromEntityHeader",
         "X-MS-Exchange-Transport-CrossTenantHeadersStamped"))
-    score += int(any(_OUTLOOK_HOST.search(r) for r in _received(sig)))
+    score += int(_OUTLOOK_HOST.search(sig.received) is not None)
     score += int(bool(_OUTLOOK_HOST.search(sig.msgid)))
     return score >= 2
 
