@@ -6,9 +6,15 @@ from bounces.dsn import _address
 from bounces.message import ParsedReport, parse_header_block
 
 
+def is_apple_unsubscribe(report: ParsedReport) -> bool:
+    """Apple Mail's one-click unsubscribe: a message from the recipient marked
+    ``X-Apple-Unsubscribe: true`` (Apple's own header for it)."""
+    return report.header("X-Apple-Unsubscribe").strip().lower() == "true"
+
+
 def is_feedback(report: ParsedReport) -> bool:
     """An ARF report, or a provider's feedback-loop message that carries the original mail."""
-    if report.report_type.lower() == "feedback-report":
+    if report.report_type.lower() == "feedback-report" or is_apple_unsubscribe(report):
         return True
     if any(ctype == "message/feedback-report" for ctype, _ in report.report_parts):
         return True
@@ -22,6 +28,10 @@ def feedback_fields(report: ParsedReport) -> tuple[str, list[str], str]:
     Recipients come from ``Original-Rcpt-To`` when the reporter kept them, else from the
     original message's ``To`` (the person who pressed "this is spam" received it).
     """
+    if is_apple_unsubscribe(report):
+        sender = _address(report.header("From"))
+        human = " ".join(" ".join(report.text_parts).split())[:300]
+        return "opt-out", [sender] if "@" in sender else [], human
     ftype = ""
     rcpts: list[str] = []
     for ctype, text in report.report_parts:

@@ -38,6 +38,7 @@ _DIVIDER = re.compile(
     r"|included is a copy of the message header"
     r"|-{20,}[ \t]*$(?=\n(?:received|return-path|message-id|date|from):)"
     r")")
+_DIVIDER_FOLDED = re.compile(_DIVIDER.pattern.replace("(?im)", "(?m)", 1))
 _HEADERISH = re.compile(r"(?m)^(?:Return-Path|Received|DKIM-Signature|Message-ID|From|Date):[ \t]")
 
 _SUBJECT = re.compile(
@@ -56,7 +57,7 @@ _FROM = re.compile(
     r"bounce|delivery (?:status|subsystem|notification)|mdaemon|daemon@|no-?reply@.*(?:mail|mx)|"
     r"noreply\+bounces|notifications?@.*(?:facebook|googlegroups)|mailerdaemon", re.IGNORECASE)
 _BODY = re.compile(
-    r"(?i)(?:could not be delivered|couldn'?t be delivered|was not delivered|undeliverable|"
+    r"(?:could not be delivered|couldn'?t be delivered|was not delivered|undeliverable|"
     r"delivery (?:to the following recipients? )?(?:has )?failed|"
     r"permanent(?:ly)? (?:error|fatal|failure|failed)|"
     r"not be delivered to|following addresses had|returned to sender|delivery status notification|"
@@ -64,19 +65,19 @@ _BODY = re.compile(
     r"delivery attempts? (?:failed|will continue)|has been delayed|could not deliver|"
     r"rejected your message|your message (?:to .+ )?(?:was|has been|couldn'?t be|could not be) "
     r"(?:rejected|blocked|delivered)|failed permanently|mail delivery failed|"
-    r"I'm afraid I wasn't able|"
+    r"i'm afraid i wasn't able|"
     r"this is the mail ?system at|giving up on|delivery to the following|host unknown|"
     r"user unknown|no such user|mailbox (?:is )?(?:full|unavailable)|message could not be sent|"
     r"(?:mail|message) has been returned|error delivering your mail|invalid user address)")
 _DELAYED = re.compile(
-    r"(?i)(?:has been delayed|(?:is|was) delayed|delivery (?:is )?delayed|"
+    r"(?:has been delayed|(?:is|was) delayed|delivery (?:is )?delayed|"
     r"delay(?:ed)? (?:mail|notification)|"
     r"will (?:continue|be retried|retry|keep trying)|not yet been delivered|still trying|"
     r"warning: could not send message for past|delivery warning|still in the queue|"
     r"(?:is|are) being retried|no action is required on your part|"
     r"message will be retried)")
 _FINAL = re.compile(
-    r"(?i)(?:i'?m not going to try again|giving up|gave up|permanent|failed permanently|"
+    r"(?:i'?m not going to try again|giving up|gave up|permanent|failed permanently|"
     r"could not be delivered|has been returned|will not be retried|was not delivered|"
     r"delivery has failed|undeliverable)")
 
@@ -115,7 +116,8 @@ def bounce_text(report: ParsedReport) -> str:
     from after the divider so attribution by Message-ID still works.
     """
     text = "\n".join(t for t in report.text_parts if t.strip())
-    match = _DIVIDER.search(text)
+    # An ASCII text folds case without moving any offset: scan the folded copy case-sensitively.
+    match = _DIVIDER_FOLDED.search(text.lower()) if text.isascii() else _DIVIDER.search(text)
     if match:
         rest = text[match.end():]
         text = text[: match.start()]
@@ -127,19 +129,20 @@ def bounce_text(report: ParsedReport) -> str:
 
 def looks_like_bounce(report: ParsedReport, text: str) -> bool:
     """Sender, subject and wording together say this is a delivery failure report."""
-    sender = report.header("From") + " " + report.header("Return-Path")
-    subject = report.header("Subject")
-    from_hit = _FROM.search(sender) is not None or report.header("Return-Path").strip() == "<>"
-    subject_hit = _SUBJECT.search(subject) is not None
-    body_hit = _BODY.search(text) is not None
     if report.header("X-Failed-Recipients"):
         return True
+    sender = report.header("From") + " " + report.header("Return-Path")
+    from_hit = _FROM.search(sender) is not None or report.header("Return-Path").strip() == "<>"
+    subject_hit = _SUBJECT.search(report.header("Subject")) is not None
+    if not (from_hit or subject_hit):
+        return False  # the body alone never makes a bounce
+    body_hit = _BODY.search(text.lower()) is not None
     return (from_hit and (subject_hit or body_hit)) or (subject_hit and body_hit)
 
 
 def is_delayed(subject: str, text: str) -> bool:
     """A warning that delivery is still being retried, not a final failure."""
-    head = subject + "\n" + text[:3000]
+    head = (subject + "\n" + text[:3000]).lower()
     return _DELAYED.search(head) is not None and _FINAL.search(head) is None
 
 
@@ -194,10 +197,12 @@ def _shared_reply(lines: list[str], first: int) -> str:
     return ""
 
 
-def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipient]:
-    """Find each failed recipient of a plain-text bounce with its diagnostic text."""
+def scan(report: ParsedReport, text: str, exclude: set[str],
+         check_delay: bool = True) -> list[TextRecipient]:
+    """Find each failed recipient of a plain-text bounce with its diagnostic text
+    (``check_delay=False``: the caller has the Action already and needs no guess)."""
     lines = text.split("\n")
-    delayed = is_delayed(report.header("Subject"), text)
+    delayed = check_delay and is_delayed(report.header("Subject"), text)
     found = _candidates(lines, exclude) or [
         (i, a, r) for i, a, r in _candidates(lines, set(), keep_role=True) if r <= 3]
     failed_hdr = [a.strip().lower() for a in report.header("X-Failed-Recipients").split(",")
@@ -208,7 +213,7 @@ def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipie
     best_rank = min((rank for _, _, rank in found), default=0)
     chosen = [(i, a) for i, a, rank in found if rank == best_rank or best_rank > 1]
     out: dict[str, TextRecipient] = {}
-    whole = " ".join(text.split())
+    whole = ""
     shared = _shared_reply(lines, chosen[0][0]) if chosen else ""
     for pos, (index, addr) in enumerate(chosen):
         if addr in out:
@@ -219,14 +224,24 @@ def scan(report: ParsedReport, text: str, exclude: set[str]) -> list[TextRecipie
         diag = _diagnostic(lines, index, max(stop, index + 1))
         if shared and not _REPLY_CODE.search(diag):
             diag = f"{shared} {diag}"  # one reply stated above the list applies to all of it
-        if len(ADDR_RE.sub("", diag).strip(" <>:.()*")) < 8:
-            diag = whole[:1000]  # the recipient's own lines say nothing: read the whole report
+        if _says_nothing(diag):
+            # the recipient's own lines say nothing: read the whole report
+            whole = whole or " ".join(text.split())
+            diag = whole[:1000]
         if addr not in out:
             out[addr] = TextRecipient(addr, diag, delayed)
     for addr in failed_hdr:
         if addr not in out:
+            whole = whole or " ".join(text.split())
             out[addr] = TextRecipient(addr, whole[:1000], delayed)
     return list(out.values())
+
+
+def _says_nothing(diag: str) -> bool:
+    """Fewer than 8 characters besides addresses and punctuation (a bare address line)."""
+    if "@" not in diag:
+        return len(diag.strip(" <>:.()*")) < 8
+    return len(ADDR_RE.sub("", diag).strip(" <>:.()*")) < 8
 
 
 def format_hint(recipient: str) -> str:

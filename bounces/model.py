@@ -48,6 +48,9 @@ class BounceResult:
     original_message_id: str = ""
     original_headers: tuple[tuple[str, str], ...] = ()
     feedback_type: str = ""
+    #: The exception class name when classification failed and this result is the fallback
+    #: ``not_bounce``; ``""`` when the classifier ran to its end (tests assert which path ran).
+    error: str = ""
 
     @property
     def is_bounce(self) -> bool:

@@ -232,6 +232,140 @@ _IUA = _coded(r"\.i\.ua/err/(\d+)/", _table(
     "norelaying: 1 6; userunknown: 2; suspend: 3; mailboxfull: 4; toomanyconn: 5; blocked: 7 9;"
     "rejected: 8; filtered: 10"))
 
+# Google (Gmail's inbound MXs): its "About SMTP error messages" and sender-guideline replies.
+_GOOGLE = _phrases({
+    "authfailure": ("the spf record of the sending domain",
+                    "senders to authenticate with either spf or dkim",
+                    "fails to pass spf checks for an spf record with a hard fail",
+                    "has an spf record with a hard fail policy",
+                    "is not accepted due to domain's dmarc policy",
+                    "fails to pass authentication checks", "senders to authenticate with spf",
+                    "senders to authenticate their email with spf",
+                    "senders to authenticate their email with dkim",
+                    "senders to authenticate with dkim",
+                    "aligned with either the authenticated spf or dkim",
+                    "to add a dmarc record to "),
+    "badreputation": ("very low reputation of the sending ip address",
+                      "very low reputation of the sending domain"),
+    "blocked": ("ip not in whitelist for rcpt domain", "try again later, closing connection.",
+                "empty helo/ehlo argument not allowed", "helo/ehlo argument is invalid",
+                "an unusual rate of unsolicited mail", "an unusual rate of mail"),
+    "expired": ("connection expired", "timeout - closing connection"),
+    "mailboxfull": ("inbox is out of storage space", "is over quota", "email quota exceeded"),
+    "mesgtoobig": ("exceeded google's message size limits",
+                   "exceeds google's message size limit of"),
+    "exceedlimit": ("exceeds google's limit of limit attachments.",
+                    "your message exceeded google's message header size limits",
+                    "bytes per individual header size", "exceeds google's header name limit of",
+                    "exceeds google's message header size limit"),
+    "networkerror": ("message exceeded 50 hops",),
+    "norelaying": ("mail relay denied", "invalid credentials for relay",
+                   "is not authorized to send email directly to our servers"),
+    "notcompliantrfc": ("missing a valid address in the from: header",
+                        "multiple addresses in from: header are not accepted",
+                        "is not rfc 5322 compliant", "missing a valid message-id: header",
+                        "contains a unicode character in a disallowed header",
+                        "encoded-word syntax is not permitted",
+                        "is not a valid rfc 5321 address", "mail message is malformed"),
+    "policyviolation": ("illegal attachment on your message",
+                        "blocked because its content presents a potential security issue",
+                        "you are sending to (or from) has a policy that prohibited",
+                        "sending messages with the same message-id:"),
+    "rejected": ("mail sending denied", "unauthenticated email is not accepted"),
+    "requireptr": ("does not have a ptr record", " have a ptr record, or the ptr record",
+                   "does not meet ipv6 sending guidelines regarding ptr records",
+                   "does not match the ip address of the hostname"),
+    "securityerror": ("too many login attempts", "cannot decode response",
+                      "no identity changes permitted", "authentication required.",
+                      "application-specific password required",
+                      "please log in with your web browser",
+                      "please log in through your web browser",
+                      "username and password not accepted",
+                      "must issue a starttls command first", "tls required for rcpt domain",
+                      "senders to use tls/ssl for smtp"),
+    "spamdetected": ("due to the nature of the content or the links within",
+                     "likely unsolicited mail"),
+    "speeding": ("is receiving mail too quickly", "peak smtp relay limit exceeded for customer",
+                 "rate that prevents additional messages from being delivered",
+                 "daily sending quota exceeded", "daily user sending limit exceeded",
+                 "daily smtp relay limit exceeded for",
+                 "daily smtp relay sending limit exceeded for",
+                 "this mail has been rate limited"),
+    "suspend": ("account that you tried to reach is disabled",
+                "account that you tried to reach is inactive"),
+    "syntaxerror": ("smtp protocol violation", "optional argument not permitted",
+                    "too many unrecognized commands, goodbye", "unimplemented command",
+                    "unrecognized command", "bad sequence of commands", "ehlo/helo first",
+                    "mail first", "rcpt first", "no data after bdat",
+                    "unrecognized authentication type", "xoauth is no longer supported",
+                    "too many unauthenticated commands"),
+    "systemerror": ("temporary system problem", "server busy",
+                    "multiple destination domains per transaction is unsupported",
+                    "mail server has temporarily rejected this message",
+                    "mail server temporarily rejected message",
+                    "domain policy size per transaction exceeded",
+                    "cannot authenticate due to temporary system problem"),
+    "toomanyconn": ("your message has too many recipients", "too many recipients for this sender"),
+    "userunknown": ("the email account that you tried to reach does not exist",
+                    "the user you are trying to contact is not receiving mail",
+                    "no such user"),
+})
+
+# Facebook: "RCP-P2"-style labels (postmaster.facebook.com/response_codes).
+_FACEBOOK = _coded(r"\b([a-z]{3}-[pt]\d)\b", _table(
+    "authfailure: POL-P7; blocked: POL-P1 POL-P2 POL-P3 POL-P4 POL-T1 POL-T2 POL-T3;"
+    "contenterror: MSG-P2; filtered: RCP-P2 RCP-P3; mesgtoobig: MSG-P1 INT-P2;"
+    "notcompliantrfc: MSG-P3; rejected: DNS-P1 DNS-P2 DNS-T1; requireptr: DNS-P3 DNS-T2;"
+    "spamdetected: POL-P6; suspend: RCP-T4; systemerror: RCP-T1;"
+    "toomanyconn: CON-T1 CON-T2 CON-T3 CON-T4 MSG-T1;"
+    "userunknown: RCP-P1 INT-P1 INT-P3 INT-P4; virusdetected: POL-P5"))
+
+# Microsoft (Exchange Online / Outlook.com): the enhanced codes of its NDR reference.
+_MICROSOFT_CODES = (
+    (r"4\.4\.7|5\.4\.300|5\.4\.316|4\.4\.316", "expired"),
+    (r"4\.4\.312|5\.4\.312|5\.4\.6|5\.4\.14", "networkerror"),
+    (r"4\.7\.26|5\.7\.23|5\.7\.509", "authfailure"),
+    (r"4\.7\.650", "badreputation"),
+    (r"4\.7\.(?:5\d\d|6\d\d|8[5-9]\d)|5\.7\.(?:506|507|510|511|513|6[0-4]\d|25)",
+     "blocked"),
+    (r"5\.6\.11|5\.3\.0|5\.4\.11|5\.5\.6", "contenterror"),
+    (r"5\.2\.3|5\.3\.4", "mesgtoobig"),
+    (r"5\.1\.10|5\.1\.1|5\.4\.1", "userunknown"),
+    (r"5\.7\.50[1-3]", "spamdetected"),
+    (r"5\.7\.50[45]", "filtered"),
+    (r"5\.7\.508|5\.7\.7[0-4]\d", "toomanyconn"),
+    (r"5\.7\.512", "policyviolation"),
+    (r"5\.7\.57", "securityerror"),
+)
+_MICROSOFT_RULES = tuple((re.compile(code), reason) for code, reason in _MICROSOFT_CODES)
+
+
+def _microsoft(_text: str, status: str, _command: str) -> str:
+    """Exchange Online's documented status codes (its NDR reference) name the reason."""
+    return next((reason for rule, reason in _MICROSOFT_RULES if rule.fullmatch(status)), "")
+
+
+# Tencent (QQ Mail): the fixed replies of its help pages.
+_TENCENT = _phrases({
+    "authfailure": ("spf check failed", "dmarc check failed"),
+    "blocked": ("suspected bounce attacks", "suspected spam ip", "connection denied"),
+    "mesgtoobig": ("message too large",),
+    "rejected": ("suspected spam", "mail is rejected by recipients",
+                 "spam is embedded in the email", "mailbox unavailable or access denied"),
+    "spamdetected": ("content is rejected",),
+    "speeding": ("mailbox receiving frequency exceeds the limit",
+                 "ip frequency limited", "domain frequency limited", "sender frequency limited",
+                 "connection frequency limited", "too many recipients"),
+    "suspend": ("is a deactivated mailbox",),
+    "userunknown": ("mailbox not found",),
+})
+
+# Aol (Verizon Media's mx.aol.com): the same replies as Yahoo's inbound servers.
+_AOL = _phrases({
+    "hostunknown": ("host or domain name not found",),
+    "notaccept": ("type=mx: malformed or unexpected name server reply",),
+})
+
 PROVIDERS: tuple[_Provider, ...] = (
     _Provider("Apple", (".mail.icloud.com", ".apple.com", ".me.com"), _APPLE),
     _Provider("IUA", (".email.ua",), _IUA),
@@ -245,12 +379,39 @@ PROVIDERS: tuple[_Provider, ...] = (
     _Provider("NTTDOCOMO", ("mfsmax.docomo.ne.jp",), _nttdocomo),
     _Provider("Outlook", (".hotmail.com",), _OUTLOOK),
     _Provider("YahooInc", (".yahoodns.net",), _YAHOO),
+    _Provider("Google", ("aspmx.l.google.com", "gmail-smtp-in.l.google.com"), _GOOGLE),
+    _Provider("Facebook", (".facebook.com",), _FACEBOOK),
+    _Provider("Microsoft", (".prod.outlook.com", ".protection.outlook.com", ".onmicrosoft.com",
+                            ".exchangelabs.com"), _microsoft),
+    _Provider("Tencent", (".qq.com",), _TENCENT),
+    _Provider("Aol", (".mail.aol.com", ".mx.aol.com"), _AOL),
 )
 
 
-def _host_matches(host: str, suffix: str) -> bool:
-    bare = suffix.lstrip(".")
-    return host == bare or host.endswith("." + bare)
+def _suffixes(host: str) -> list[str]:
+    """``a.b.c`` -> ``["a.b.c", "b.c", "c"]``: the names a host is part of."""
+    labels = host.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels))]
+
+
+#: Provider host name (bare) -> (order, provider): what a remote host name is matched against.
+_BY_HOST: dict[str, tuple[int, _Provider]] = {}
+#: Every name a provider host is part of -> (order, provider): what a recipient's domain is
+#: matched against (``icloud.com`` is Apple's because ``mail.icloud.com`` is).
+_BY_DOMAIN: dict[str, tuple[int, _Provider]] = {}
+for _order, _prov in enumerate(PROVIDERS):
+    for _host in _prov.hosts:
+        _bare = _host.lstrip(".")
+        _BY_HOST.setdefault(_bare, (_order, _prov))
+        for _name in _suffixes(_bare):
+            _BY_DOMAIN.setdefault(_name, (_order, _prov))
+
+
+def _by_host(host: str) -> _Provider | None:
+    """The first provider (in :data:`PROVIDERS` order) one of whose host names ``host`` is or
+    lies under."""
+    found = [_BY_HOST[name] for name in _suffixes(host) if name in _BY_HOST]
+    return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
 def provider(remote_host: str, recipient: str, reporting_host: str = "") -> _Provider | None:
@@ -258,16 +419,14 @@ def provider(remote_host: str, recipient: str, reporting_host: str = "") -> _Pro
     the domain of one of its mail hosts), else by the remote MTA's host name, else by the
     reporting MTA's (a provider reporting its own refusal)."""
     domain = recipient.rpartition("@")[2].lower().strip(". ")
-    if domain:
-        for prov in PROVIDERS:
-            if any(_host_matches(h.lstrip("."), domain) for h in prov.hosts):
-                return prov
-    for host in (remote_host.lower().strip(". "), reporting_host.lower().strip(". ")):
-        if not host:
-            continue
-        for prov in PROVIDERS:
-            if any(_host_matches(host, h) for h in prov.hosts):
-                return prov
+    if domain and domain in _BY_DOMAIN:
+        return _BY_DOMAIN[domain][1]
+    for host in (remote_host, reporting_host):
+        host = host.lower().strip(". ")
+        if host:
+            found = _by_host(host)
+            if found is not None:
+                return found
     return None
 
 
