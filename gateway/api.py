@@ -125,7 +125,11 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 def _changed(job_id: str | None, result: ops.DeadLetterResult) -> web.Response:
-    body = {"matched": result.matched, "done": result.done, "skipped": result.skipped}
+    body: dict[str, Any] = {
+        "matched": result.matched,
+        "done": result.done,
+        "skipped": result.skipped,
+    }
     if job_id is not None and not result.done:
         body["error"] = f"no dead letter with id {job_id!r}"
         return _json(body, 404)

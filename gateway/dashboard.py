@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     from gateway.app import App
     from gateway.services import Services
 
-STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+STATIC = {
+    "dashboard.js": "text/javascript",
+    "dashboard.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -45,6 +49,7 @@ PAGE = """<!doctype html>
 <meta name="csrf-token" content="{csrf}">
 <title>mailgate dashboard</title>
 <link rel="stylesheet" href="/dashboard/static/dashboard.css">
+<link rel="icon" href="/dashboard/static/favicon.svg">
 </head>
 <body data-writable="{writable}">
 <header><h1>mailgate</h1><span class="muted">{version}</span>
@@ -87,7 +92,8 @@ PAGE = """<!doctype html>
 
 LOGIN = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mailgate: log in</title>
-<link rel="stylesheet" href="/dashboard/static/dashboard.css"></head>
+<link rel="stylesheet" href="/dashboard/static/dashboard.css">
+<link rel="icon" href="/dashboard/static/favicon.svg"></head>
 <body><form class="login" method="post" action="/dashboard/login">
 <h1>mailgate dashboard</h1><p class="error">{error}</p>
 <label for="password">Token (dashboard_token)</label>
