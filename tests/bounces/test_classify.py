@@ -23,7 +23,11 @@ def test_postfix_dsn_user_unknown_every_line_ending(variant: str) -> None:
     """A Postfix RFC 3464 DSN reads the same with LF, CRLF and CR-only line endings."""
     res = _one(f"postfix_dsn_userunknown{variant}.eml")
     assert (res.kind, res.recipient, res.reason, res.bounce_type) == (
-        "dsn", "nobody@rcpt.test", "userunknown", "hard")
+        "dsn",
+        "nobody@rcpt.test",
+        "userunknown",
+        "hard",
+    )
     assert (res.status, res.reply_code, res.action) == ("5.1.1", 550, "failed")
     assert res.remote_mta == "mx.rcpt.test"
     assert "User unknown" in res.diagnostic
@@ -40,7 +44,11 @@ def test_delayed_dsn_is_reported_as_delay() -> None:
     """Action: delayed is kept as the action, soft and 'expired', never a failed bounce."""
     res = _one("dsn_delayed.eml")
     assert (res.action, res.reason, res.bounce_type, res.status) == (
-        "delayed", "expired", "soft", "4.4.1")
+        "delayed",
+        "expired",
+        "soft",
+        "4.4.1",
+    )
     assert not res.is_bounce
 
 
@@ -56,7 +64,12 @@ def test_qmail_text_mailbox_full(variant: str) -> None:
     """qmail's plain-text failure notice: recipient line, remote reply, full mailbox."""
     res = _one(f"qmail_mailboxfull{variant}.eml")
     assert (res.kind, res.recipient, res.reason, res.bounce_type, res.status) == (
-        "dsn", "full@rcpt.test", "mailboxfull", "soft", "5.2.2")
+        "dsn",
+        "full@rcpt.test",
+        "mailboxfull",
+        "soft",
+        "5.2.2",
+    )
     assert res.original_message_id == "<q1@sender.test>"
 
 
@@ -64,21 +77,31 @@ def test_exim_text_unrouteable_domain_is_hard() -> None:
     """Exim's indented-address format: an unrouteable domain is a hard hostunknown."""
     res = _one("exim_hostunknown.eml")
     assert (res.recipient, res.reason, res.bounce_type) == (
-        "someone@no-such-domain.test", "hostunknown", "hard")
+        "someone@no-such-domain.test",
+        "hostunknown",
+        "hard",
+    )
 
 
 def test_sendmail_text_blocklisted_client() -> None:
     """A Sendmail text report refused at MAIL FROM for a DNSBL listing is 'blocked'."""
     res = _one("sendmail_text_blocked.eml")
     assert (res.recipient, res.reason, res.status, res.reply_code) == (
-        "ceo@corp.test", "blocked", "5.7.1", 554)
+        "ceo@corp.test",
+        "blocked",
+        "5.7.1",
+        554,
+    )
 
 
 def test_gmail_text_spam() -> None:
     """Gmail's text bounce with a remote 'rejected as spam' reply is spamdetected."""
     res = _one("gmail_text_spam.eml")
     assert (res.recipient, res.reason, res.bounce_type) == (
-        "reader@mail.test", "spamdetected", "soft")
+        "reader@mail.test",
+        "spamdetected",
+        "soft",
+    )
 
 
 def test_charset_encoded_diagnostic_is_decoded() -> None:
@@ -92,7 +115,12 @@ def test_arf_complaint() -> None:
     """An RFC 5965 report yields a complaint for the Original-Rcpt-To with its type."""
     res = _one("arf_complaint.eml")
     assert (res.kind, res.recipient, res.reason, res.feedback_type, res.bounce_type) == (
-        "complaint", "annoyed@provider.test", "feedback", "abuse", None)
+        "complaint",
+        "annoyed@provider.test",
+        "feedback",
+        "abuse",
+        None,
+    )
     assert res.original_message_id == "<c2.d43@sender.test>"
 
 
@@ -100,7 +128,11 @@ def test_auto_reply() -> None:
     """An RFC 3834 out-of-office reply is an auto_reply from its sender, not a bounce."""
     res = _one("autoreply_vacation.eml")
     assert (res.kind, res.recipient, res.reason, res.bounce_type) == (
-        "auto_reply", "jane@corp.test", "vacation", None)
+        "auto_reply",
+        "jane@corp.test",
+        "vacation",
+        None,
+    )
 
 
 def test_ordinary_mail_is_not_a_bounce() -> None:

@@ -26,9 +26,18 @@ def test_json_lines_per_file_and_recipient(capsys: pytest.CaptureFixture[str]) -
     assert args.handler(args) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["kind"], r["recipient"], r["reason"]) for r in rows] == [
-        ("dsn", "nobody@rcpt.test", "userunknown"), ("not_bounce", "", "")]
-    assert set(rows[0]) == {"file", "kind", "recipient", "bounce_type", "reason", "status",
-                            "diagnostic"}
+        ("dsn", "nobody@rcpt.test", "userunknown"),
+        ("not_bounce", "", ""),
+    ]
+    assert set(rows[0]) == {
+        "file",
+        "kind",
+        "recipient",
+        "bounce_type",
+        "reason",
+        "status",
+        "diagnostic",
+    }
 
 
 def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:

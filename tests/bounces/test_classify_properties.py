@@ -31,10 +31,15 @@ def test_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(SEEDS), st.integers(min_value=0), st.integers(min_value=0),
-       st.binary(max_size=64))
-def test_never_raises_on_mutated_fixtures(seed: bytes, start: int, length: int,
-                                          junk: bytes) -> None:
+@given(
+    st.sampled_from(SEEDS),
+    st.integers(min_value=0),
+    st.integers(min_value=0),
+    st.binary(max_size=64),
+)
+def test_never_raises_on_mutated_fixtures(
+    seed: bytes, start: int, length: int, junk: bytes
+) -> None:
     """Realistic reports with a slice replaced by junk still classify without raising."""
     i = start % (len(seed) + 1)
     j = min(len(seed), i + length % 200)

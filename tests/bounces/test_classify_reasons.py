@@ -14,16 +14,28 @@ CASES = [
     ("5.1.6", "550 5.1.6 recipient no longer on server", "failed", "hasmoved"),
     ("5.7.1", "554 5.7.1 <a@b.test>: Relay access denied", "failed", "norelaying"),
     ("5.7.26", "550 5.7.26 Unauthenticated email; DMARC policy reject", "failed", "authfailure"),
-    ("5.1.1", "550 5.1.1 <a@b.test>: Recipient address rejected: User unknown (in reply to "
-              "RCPT TO command)", "failed", "userunknown"),
+    (
+        "5.1.1",
+        "550 5.1.1 <a@b.test>: Recipient address rejected: User unknown (in reply to "
+        "RCPT TO command)",
+        "failed",
+        "userunknown",
+    ),
     ("5.2.1", "550 5.2.1 user refuses to receive mail from you", "failed", "filtered"),
-    ("5.7.25", "550 5.7.25 The IP address sending this message does not have a PTR record",
-     "failed", "requireptr"),
+    (
+        "5.7.25",
+        "550 5.7.25 The IP address sending this message does not have a PTR record",
+        "failed",
+        "requireptr",
+    ),
     ("5.1.8", "553 5.1.8 Sender address rejected: Domain not found", "failed", "rejected"),
-    ("5.1.2", "550 5.1.2 Host unknown (Name server: x.test: host not found)", "failed",
-     "hostunknown"),
-    ("5.7.1", "550 5.7.1 Message rejected as spam by Content Filtering", "failed",
-     "spamdetected"),
+    (
+        "5.1.2",
+        "550 5.1.2 Host unknown (Name server: x.test: host not found)",
+        "failed",
+        "hostunknown",
+    ),
+    ("5.7.1", "550 5.7.1 Message rejected as spam by Content Filtering", "failed", "spamdetected"),
     ("4.7.0", "421 4.7.0 Too many connections from your host", "failed", "toomanyconn"),
     ("5.7.1", "554 5.7.1 Client host blocked using zen.spamhaus.org", "failed", "blocked"),
     ("5.7.1", "550 5.7.1 Message not accepted for policy reasons", "failed", "policyviolation"),
@@ -50,8 +62,10 @@ def test_reason_family(status: str, diagnostic: str, action: str, reason: str) -
 
 def test_unknown_user_after_data_is_a_content_filter() -> None:
     """'User unknown' answered to DATA (not RCPT) is a filter, as Sisimai reads it."""
-    assert decide("5.0.0", "550 Unknown user a@b.test (in reply to end of DATA command)",
-                  "failed") == "filtered"
+    assert (
+        decide("5.0.0", "550 Unknown user a@b.test (in reply to end of DATA command)", "failed")
+        == "filtered"
+    )
 
 
 def test_smtp_command_detection() -> None:
@@ -62,18 +76,22 @@ def test_smtp_command_detection() -> None:
     assert smtp_command("no command here") == ""
 
 
-@pytest.mark.parametrize(("reason", "status", "code", "action", "expected"), [
-    ("userunknown", "5.1.1", 550, "failed", "hard"),
-    ("hostunknown", "5.1.2", None, "failed", "hard"),
-    ("hasmoved", "5.1.6", 550, "failed", "hard"),
-    ("notaccept", "5.1.10", 556, "failed", "hard"),
-    ("notaccept", "4.3.2", 421, "failed", "soft"),
-    ("mailboxfull", "5.2.2", 552, "failed", "soft"),
-    ("expired", "4.4.7", None, "failed", "soft"),
-    ("userunknown", "4.1.1", 450, "delayed", "soft"),
-    ("feedback", "", None, "", None),
-])
-def test_hard_soft(reason: str, status: str, code: int | None, action: str,
-                   expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("reason", "status", "code", "action", "expected"),
+    [
+        ("userunknown", "5.1.1", 550, "failed", "hard"),
+        ("hostunknown", "5.1.2", None, "failed", "hard"),
+        ("hasmoved", "5.1.6", 550, "failed", "hard"),
+        ("notaccept", "5.1.10", 556, "failed", "hard"),
+        ("notaccept", "4.3.2", 421, "failed", "soft"),
+        ("mailboxfull", "5.2.2", 552, "failed", "soft"),
+        ("expired", "4.4.7", None, "failed", "soft"),
+        ("userunknown", "4.1.1", 450, "delayed", "soft"),
+        ("feedback", "", None, "", None),
+    ],
+)
+def test_hard_soft(
+    reason: str, status: str, code: int | None, action: str, expected: str | None
+) -> None:
     """Hard only for unknown users/hosts, moved addresses and a permanent notaccept."""
     assert bounce_type(reason, status, code, action) == expected

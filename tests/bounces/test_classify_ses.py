@@ -8,8 +8,10 @@ import json
 from bounces.classify import classify
 from bounces.sesjson import events
 
-HEAD = (b"From: SES <no-reply@sns.amazonaws.com>\nTo: ops@b.test\n"
-        b"Subject: AWS Notification Message\nContent-Type: text/plain; charset=UTF-8\n\n")
+HEAD = (
+    b"From: SES <no-reply@sns.amazonaws.com>\nTo: ops@b.test\n"
+    b"Subject: AWS Notification Message\nContent-Type: text/plain; charset=UTF-8\n\n"
+)
 FOOTER = b"\n--\nIf you wish to stop receiving notifications from this topic, click here.\n"
 
 
@@ -17,31 +19,62 @@ def _mail(obj: dict[str, object]) -> bytes:
     return HEAD + json.dumps(obj).encode() + FOOTER
 
 
-BOUNCE = {"notificationType": "Bounce", "bounce": {
-    "bounceType": "Permanent", "bounceSubType": "General",
-    "bouncedRecipients": [{"emailAddress": "A@c.test", "action": "failed", "status": "5.1.1",
-                           "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]},
-    "mail": {"source": "s@b.test", "destination": ["A@c.test"]}}
+BOUNCE = {
+    "notificationType": "Bounce",
+    "bounce": {
+        "bounceType": "Permanent",
+        "bounceSubType": "General",
+        "bouncedRecipients": [
+            {
+                "emailAddress": "A@c.test",
+                "action": "failed",
+                "status": "5.1.1",
+                "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+            }
+        ],
+    },
+    "mail": {"source": "s@b.test", "destination": ["A@c.test"]},
+}
 
 
 def test_ses_bounce() -> None:
     (res,) = classify(_mail(BOUNCE))
     assert (res.kind, res.recipient, res.reason, res.status, res.bounce_type) == (
-        "dsn", "a@c.test", "userunknown", "5.1.1", "hard")
+        "dsn",
+        "a@c.test",
+        "userunknown",
+        "5.1.1",
+        "hard",
+    )
 
 
 def test_ses_complaint_and_delivery() -> None:
-    complaint = {"notificationType": "Complaint", "complaint": {
-        "complainedRecipients": [{"emailAddress": "x@c.test"}],
-        "complaintFeedbackType": "abuse"}}
+    complaint = {
+        "notificationType": "Complaint",
+        "complaint": {
+            "complainedRecipients": [{"emailAddress": "x@c.test"}],
+            "complaintFeedbackType": "abuse",
+        },
+    }
     (res,) = classify(_mail(complaint))
     assert (res.kind, res.recipient, res.reason, res.feedback_type) == (
-        "complaint", "x@c.test", "feedback", "abuse")
-    delivery = {"notificationType": "Delivery", "delivery": {
-        "recipients": ["y@c.test"], "smtpResponse": "250 2.6.0 Message received"}}
+        "complaint",
+        "x@c.test",
+        "feedback",
+        "abuse",
+    )
+    delivery = {
+        "notificationType": "Delivery",
+        "delivery": {"recipients": ["y@c.test"], "smtpResponse": "250 2.6.0 Message received"},
+    }
     (res,) = classify(_mail(delivery))
     assert (res.kind, res.recipient, res.reason, res.status, res.bounce_type) == (
-        "dsn", "y@c.test", "delivered", "2.6.0", None)
+        "dsn",
+        "y@c.test",
+        "delivered",
+        "2.6.0",
+        None,
+    )
 
 
 def test_sns_envelope_and_wrapped_lines() -> None:

@@ -1,9 +1,10 @@
 """docker/: what can be checked without a Docker engine (none runs on these machines; a
 rootless podman or buildah build would need the python base image from a container
-registry, and these machines reach only PyPI, Debian's and npm's registries). The compose file parses and wires the three services, publishes SMTP on a
-configurable address that is not every interface's port 25 by default, and runs mailgate
-non-root on a read-only root filesystem; the image's environment is a valid configuration;
-its HEALTHCHECK command (/readyz), run in this virtualenv, passes against a running daemon."""
+registry, and these machines reach only PyPI, Debian's and npm's registries). The compose
+file parses and wires the three services, publishes SMTP on a configurable address that is
+not every interface's port 25 by default, and runs mailgate non-root on a read-only root
+filesystem; the image's environment is a valid configuration; its HEALTHCHECK command
+(/readyz), run in this virtualenv, passes against a running daemon."""
 
 from __future__ import annotations
 
