@@ -104,6 +104,7 @@ async def test_primary_killed_halfway_every_job_completes_exactly_once(
         finally:
             await worker.stop(asyncio.get_running_loop().time() + 10)
 
+        print(f"failover {failover_s:.1f} s; {before_kill} jobs had run before the kill")
         assert before_kill < JOBS, "the kill came after the run"
         assert failover_s < 30
         assert set(runs) == set(ids)
