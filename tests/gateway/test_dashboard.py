@@ -315,20 +315,37 @@ async def test_status_json_healthy_then_unhealthy_after_redis_stops(
     settings: Settings, private_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
     """`mailgate status --json` exits 0 on a healthy daemon running every component (its
-    components ready, a live worker); after its Redis is stopped it exits 1 naming Redis."""
+    components ready, a live worker; a mailbox whose server refuses connections is listed in
+    backoff with its last error, a warning only); after its Redis is stopped it exits 1
+    naming Redis."""
     live = settings.model_copy(
         update={"redis_url": settings.redis_url.__class__(private_redis.url)}
     )
     port = free_port()
     env = mailgate_env(live, port, status_interval_s="0.5", bounce_domains="bounces.test")
+    cli = cli_env(live, secret_key=env["MAILGATE_SECRET_KEY"])
+    code, out = await mailgate(
+        {**cli, "PW": "pw"},
+        "accounts", "add", "--tenant", "t1", "--address", "down@example.test",
+        "--imap-host", "127.0.0.1", "--imap-port", str(free_port()), "--imap-security", "none",
+        "--password-env", "PW",
+    )  # fmt: skip
+    assert code == 0, out
     log = tmp_path / "daemon.log"
     proc = spawn_mailgate(env, log)
-    cli = cli_env(live)
     try:
         await poll(lambda: _ready(port), lambda s: s == 200, 90)
-        code, out = await poll(lambda: mailgate(cli, "status", "--json"), lambda r: r[0] == 0, 30)
+        code, out = await poll(
+            lambda: mailgate(cli, "status", "--json"),
+            lambda r: r[0] == 0 and json.loads(r[1])["watchers"]["backoff"],
+            30,
+        )
         status = json.loads(out)
         assert status["healthy"] is True and status["problems"] == []
+        (backoff,) = status["watchers"]["backoff"]
+        assert backoff["address"] == "down@example.test" and backoff["folder"] == "INBOX"
+        assert backoff["failures"] >= 1 and backoff["last_error"]
+        assert any("in backoff" in w for w in status["warnings"])
         assert status["backends"] == {"postgres": "ok", "redis": "ok"}
         (instance,) = status["instances"]
         assert set(instance["components"]) == {"worker", "ingest", "bounces", "delivery"}
@@ -336,7 +353,7 @@ async def test_status_json_healthy_then_unhealthy_after_redis_stops(
         assert len(status["workers"]) == 1
         code, text = await mailgate(cli, "status")
         assert code == 0 and text.startswith("mailgate ") and "healthy" in text
-        assert "workers: 1 live" in text
+        assert "workers: 1 live" in text and "backoff down@example.test INBOX" in text
 
         await asyncio.to_thread(private_redis.stop, force=True)
         code, out = await mailgate(cli, "status", "--json")

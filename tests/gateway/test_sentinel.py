@@ -159,3 +159,30 @@ async def test_sentinel_client_reaches_the_primary(sentinels: SentinelSet) -> No
         assert int((await client.info("server"))["tcp_port"]) == sentinels.primary_port
     finally:
         await client.aclose()
+
+
+async def test_postgres_url_with_several_hosts_reaches_the_one_that_answers(
+    database_url: str,
+) -> None:
+    """A DSN naming a dead host first and the real server second, with
+    target_session_attrs=read-write, is accepted by the settings and mailgate's pool reaches
+    the real (writable) server through it."""
+    from urllib.parse import urlsplit
+
+    from gateway.embedded import free_port
+    from gateway.storage import create_pool
+
+    parts = urlsplit(database_url)
+    creds, _, real = parts.netloc.rpartition("@")
+    multi = (
+        f"postgresql://{creds}@127.0.0.1:{free_port()},{real}{parts.path}"
+        "?target_session_attrs=read-write"
+    )
+    settings = load_settings(database_url=multi)
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
+    try:
+        assert await pool.fetchval("SELECT pg_is_in_recovery()") is False
+        assert await pool.fetchval("SELECT inet_server_port()") == parts.port
+    finally:
+        await pool.close()
