@@ -117,11 +117,9 @@ class Dashboard:
         from gateway.daemon import mailgate_version
 
         access = self.guard.identify(request)
-        if access is None:
-            if self.guard.token is not None:
-                raise web.HTTPSeeOther("/dashboard/login")
-            self.guard.read(request)  # raises 403 for a non-loopback client
-            raise AssertionError("unreachable")
+        if access is None and self.guard.token is not None:
+            raise web.HTTPSeeOther("/dashboard/login")
+        access = access or self.guard.read(request)  # no token: 403 unless loopback
         csrf = self.guard.csrf_token(access.session) if access.how == "session" else ""
         logout = ""
         if access.how == "session":
