@@ -2,14 +2,16 @@
 #   make run    run mailgate on the embedded PostgreSQL and Redis (nothing to configure)
 #   make test   ruff + mypy (strict) + the test suite against real servers
 # Both create .venv and install what they need; `make test` as root on Debian/Ubuntu also
-# installs the Debian packages the tests use (Dovecot, Postfix).
+# installs the Debian packages the tests use (Dovecot, Postfix, Chromium for the dashboard,
+# Redis with Sentinel, systemd-analyze, promtool).
 
 SHELL := /bin/bash
 # pgserver (the embedded PostgreSQL wheel) exists for Python <= 3.12: prefer those.
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := dovecot-imapd dovecot-lmtpd postfix
+DEBIAN_PACKAGES := dovecot-imapd dovecot-lmtpd postfix \
+  chromium redis-server redis-sentinel systemd prometheus
 PYTEST_ARGS ?=
 
 .PHONY: run test lint typecheck pytest venv deps clean bench lock

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from bounces.errors import BounceError
 from bounces.intake import Intake
@@ -58,6 +59,10 @@ class BounceComponent:
 
     def ready(self) -> bool:
         return self.listener.serving
+
+    def status(self) -> dict[str, Any]:
+        """For `mailgate status` and the dashboard (gateway.status reads it)."""
+        return {"sessions_open": len(self.listener.sessions), "serving": self.listener.serving}
 
 
 def create(app: App, services: Services) -> BounceComponent:

@@ -15,15 +15,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import AuthenticationError, RedisError
 
 from gateway.embedded import EmbeddedServers
 from gateway.errors import BackendUnavailable
 from gateway.metrics import Metrics
+from gateway.redisurl import SentinelUrl, is_sentinel, parse_sentinel_url
 from gateway.secretkey import load_secret_key
 from gateway.settings import Settings
 from gateway.storage import create_pool
@@ -54,7 +57,15 @@ class App:
 def make_redis(url: str, settings: Settings) -> aioredis.Redis:
     """A Redis client with mailgate's limits. The pool blocks (up to 10 s) for a free
     connection instead of failing when all ``redis_max_connections`` are busy, so a burst of
-    concurrent handlers waits rather than errors."""
+    concurrent handlers waits rather than errors.
+
+    A ``redis+sentinel://`` URL gives a client of the service's current primary: each new
+    connection asks the sentinels where it is, so after a failover the client reconnects to
+    the promoted replica (commands in flight at that moment fail and are retried by their
+    callers; the job runtime's WAIT keeps what it held on the replica, see
+    :func:`wait_replicas`)."""
+    if is_sentinel(url):
+        return _sentinel_client(parse_sentinel_url(url), settings)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=settings.redis_max_connections,
@@ -67,11 +78,69 @@ def make_redis(url: str, settings: Settings) -> aioredis.Redis:
     return client
 
 
+class SentinelRedis(aioredis.Redis):
+    """The client of a Sentinel-monitored primary; closing it also closes its connections
+    to the sentinels (redis-py leaves those to the Sentinel object)."""
+
+    sentinel_clients: list[aioredis.Redis]
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in getattr(self, "sentinel_clients", []):
+            await client.aclose()
+
+
+def _sentinel_client(parsed: SentinelUrl, settings: Settings) -> aioredis.Redis:
+    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
+    if parsed.sentinel_password:
+        sentinel_kwargs["password"] = parsed.sentinel_password
+    sentinel = Sentinel(
+        list(parsed.sentinels),
+        sentinel_kwargs=sentinel_kwargs,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+    client: SentinelRedis = sentinel.master_for(
+        parsed.service,
+        redis_class=SentinelRedis,
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        max_connections=settings.redis_max_connections,
+    )
+    client.sentinel_clients = list(sentinel.sentinels)
+    return client
+
+
+def wait_replicas(settings: Settings) -> int:
+    """How many replicas must acknowledge the job runtime's writes (``redis_wait_replicas``;
+    unset: 1 behind Sentinel, 0 otherwise)."""
+    if settings.redis_wait_replicas is not None:
+        return settings.redis_wait_replicas
+    url = settings.redis_url.get_secret_value() if settings.redis_url is not None else ""
+    return 1 if is_sentinel(url) else 0
+
+
+def redis_where(url: str) -> str:
+    """Where a Redis URL points, for messages (no password)."""
+    if is_sentinel(url):
+        try:
+            return parse_sentinel_url(url).where
+        except ValueError:
+            return "the sentinels of MAILGATE_REDIS_URL"
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = 6379
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
 async def check_redis(client: aioredis.Redis, url: str) -> None:
     """PING once, so an unreachable Redis or a wrong password is one clear line at start
     instead of a failure deep inside the first command."""
-    parts = urlsplit(url)
-    where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    where = redis_where(url)
     try:
         await asyncio.wait_for(client.ping(), timeout=10)
     except AuthenticationError as exc:

@@ -1,7 +1,8 @@
 """``mailgate run``: the daemon's lifecycle on one asyncio loop.
 
 Start order: embedded servers (when URLs are unset) → migrations → pools → HTTP endpoint →
-components (each after the services it needs are built) → systemd READY=1. Stop order
+components (each after the services it needs are built) → status reports in Redis
+(:mod:`gateway.status`) → systemd READY=1. Stop order
 (first SIGTERM/SIGINT, or :meth:`Daemon.request_stop`): STOPPING=1 → every component stops
 intake and drains in-flight work until the shared deadline (``shutdown_grace_s``) → what is
 left is cancelled (components return unfinished jobs to their queue) → HTTP endpoint →
@@ -25,6 +26,7 @@ from gateway.http import HttpEndpoint, discover_routes
 from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.status import StatusReporter
 from gateway.storage import connect, migrate
 from gateway.systemd import Notifier
 
@@ -81,6 +83,7 @@ class Daemon:
         self.app: App | None = None
         self.services: Services | None = None
         self.http: HttpEndpoint | None = None
+        self.reporter: StatusReporter | None = None
         self.started = asyncio.Event()
 
     # -- control ------------------------------------------------------------------------
@@ -149,8 +152,15 @@ class Daemon:
             "HTTP endpoint listening", extra={"listen": f"{listen.host}:{self.http.bound_port}"}
         )
         watchdog = asyncio.create_task(self._watchdog(), name="systemd-watchdog")
+        self.reporter = StatusReporter(
+            app,
+            lambda: self.components,
+            version=mailgate_version(),
+            http=f"{listen.host}:{self.http.bound_port}",
+        )
         try:
             await self._start_components(app, services)
+            await self.reporter.start()
             settle_heap()
             self.notifier.ready(f"{len(self.components)} components running")
             self.started.set()
@@ -161,7 +171,9 @@ class Daemon:
             await self._stop.wait()
         finally:
             self.notifier.stopping()
+            self.reporter.stopping = True
             await self._stop_components()
+            await self.reporter.stop()
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog

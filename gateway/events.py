@@ -107,3 +107,25 @@ async def count(
     """Add ``by`` to one campaign counter once per (tenant, dedupe key); True if counted."""
     counted = await conn.fetchval(_COUNT_SQL[metric], tenant_id, dedupe_key, campaign_id, by)
     return counted is not None
+
+
+_RECENT = """
+SELECT coalesce(payload ->> $2, 'unknown') AS value, count(*) AS n FROM events
+WHERE type = $1 AND created_at > now() - make_interval(secs => $3)
+  AND ($4::text IS NULL OR tenant_id = $4)
+GROUP BY 1 ORDER BY 2 DESC LIMIT 50
+"""
+
+
+async def recent_counts(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    event_type: EventType,
+    field: str,
+    since_s: float,
+    tenant_id: str | None = None,
+) -> dict[str, int]:
+    """Events of one type in the last ``since_s`` seconds, counted by a payload field
+    (every tenant, or one): what the dashboard shows of, e.g., warmup placement."""
+    rows = await conn.fetch(_RECENT, event_type.value, field, since_s, tenant_id)
+    return {str(r["value"]): int(r["n"]) for r in rows}

@@ -34,6 +34,7 @@ from pydantic_settings.exceptions import SettingsError as SourceError
 
 from gateway.errors import UserFacingError
 from gateway.jobs.contracts import FAMILIES
+from gateway.redisurl import SENTINEL_SCHEME, is_sentinel, parse_sentinel_url
 
 ENV_PREFIX = "MAILGATE_"
 # Entry-point group of the daemon's components (gateway.components reads it too).
@@ -113,13 +114,15 @@ class Settings(BaseSettings):
 
     database_url: SecretStr | None = Field(
         default=None,
-        description="PostgreSQL DSN (postgresql://user:pass@host:port/db). Unset: "
+        description="PostgreSQL DSN (postgresql://user:pass@host:port/db; several hosts "
+        "host1:port,host2:port with ?target_session_attrs=read-write for failover). Unset: "
         "`mailgate run` starts a private embedded PostgreSQL under data_dir.",
     )
     redis_url: SecretStr | None = Field(
         default=None,
-        description="Redis URL (redis://host:port/db). Unset: `mailgate run` starts a "
-        "private embedded Redis under data_dir.",
+        description="Redis URL (redis://host:port/db), or Sentinel: "
+        "redis+sentinel://[:password@]host:port,host:port/service_name/db. Unset: "
+        "`mailgate run` starts a private embedded Redis under data_dir.",
     )
     data_dir: Path = Field(
         default_factory=default_data_dir,
@@ -598,6 +601,38 @@ class Settings(BaseSettings):
         "subject); {domain} is the sending domain.",
     )
 
+    # -- operations: dashboard, status, Redis failover (issue 14) ---------------------------
+    dashboard_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Token of the dashboard and /api/: a bearer token for scripts and the "
+        "dashboard's login password (>= 16 chars). Unset: the dashboard is read-only and "
+        "answers loopback clients only.",
+    )
+    status_interval_s: float = Field(
+        default=10.0,
+        ge=0.2,
+        le=300,
+        description="Seconds between the daemon's status snapshots and counter samples in "
+        "Redis (read by `mailgate status` and the dashboard); a snapshot expires after 3 "
+        "intervals [0.2-300].",
+    )
+    redis_wait_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="Replicas that must hold a job's take and finish before the worker goes "
+        "on (Redis WAIT), so a Sentinel failover loses no job state. Unset: 1 with a "
+        "redis+sentinel:// URL, otherwise 0 (0-10).",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1000,
+        ge=10,
+        le=60000,
+        description="Milliseconds a WAIT for redis_wait_replicas may take before the worker "
+        "goes on regardless (and logs it) (10-60000).",
+    )
+
     # -- embedded servers ------------------------------------------------------------------
     embedded_start_timeout_s: float = Field(
         default=60.0, gt=0, le=600, description="Seconds to wait for an embedded server to start."
@@ -612,14 +647,18 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            _check_url(value.get_secret_value(), ("postgresql", "postgres"), 5432)
+            _check_pg_url(value.get_secret_value())
         return value
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            _check_url(value.get_secret_value(), ("redis", "rediss", "unix"), 6379)
+            url = value.get_secret_value()
+            if is_sentinel(url):
+                parse_sentinel_url(url)
+            else:
+                _check_url(url, ("redis", "rediss", "unix", SENTINEL_SCHEME), 6379)
         return value
 
     @field_validator("components")
@@ -719,6 +758,18 @@ def _check_url(url: str, schemes: tuple[str, ...], default_port: int) -> None:
         raise ValueError("the port is not a number between 0 and 65535") from None
     if not parts.hostname or not 0 < port < 65536:
         raise ValueError("the URL needs a host (scheme://[user[:password]@]host[:port]/...)")
+
+
+def _check_pg_url(url: str) -> None:
+    """A PostgreSQL DSN: one host, or several (``host1:port,host2:port``, tried in order;
+    ``target_session_attrs=read-write`` picks the primary)."""
+    scheme, sep, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].rpartition("@")[2]
+    if not sep or "," not in netloc:
+        _check_url(url, ("postgresql", "postgres"), 5432)
+        return
+    for host in netloc.split(","):
+        _check_url(f"{scheme}://{host}/", ("postgresql", "postgres"), 5432)
 
 
 def _mask_url(url: str) -> str:

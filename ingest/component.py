@@ -18,6 +18,7 @@ import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.app import App
 from gateway.secretkey import CredentialBox
@@ -205,6 +206,26 @@ class IngestComponent:
     def states(self) -> dict[State, int]:
         """Watchers per state (for the imap_connections gauge and tests)."""
         return dict(Counter(w.state for box in self.mailboxes.values() for w in box.watchers))
+
+    def status(self) -> dict[str, Any]:
+        """For `mailgate status` and the dashboard (gateway.status reads it): watchers per
+        state, and each watcher in backoff with its last error (at most 100)."""
+        backoff = [
+            {
+                "account": box.account.id,
+                "address": box.account.address,
+                "folder": w.folder,
+                "failures": w.machine.failures,
+                "last_error": w.machine.last_error,
+            }
+            for box in self.mailboxes.values()
+            for w in box.watchers
+            if w.state is State.BACKOFF
+        ]
+        return {
+            "watchers": {state.value: n for state, n in self.states().items()},
+            "backoff": backoff[:100],
+        }
 
 
 def create(app: App, services: Services) -> IngestComponent:

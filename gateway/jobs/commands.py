@@ -2,7 +2,7 @@
 
 ``mailgate enqueue QUEUE JSON|@file`` (``--list``: every queue and its payload),
 ``mailgate jobs show ID``, ``mailgate jobs list``, ``mailgate queues``,
-``mailgate dlq list|retry|purge`` and ``mailgate workers``.
+``mailgate dlq list|retry|delete|purge`` and ``mailgate workers``.
 
 ``enqueue`` checks the payload against the queue family's model (the one the worker and the
 handler use) before anything reaches Redis, refuses fields the model does not know (a typo
@@ -18,7 +18,7 @@ from typing import Any
 from gateway.app import App
 from gateway.cli import Progress, read_input, run_with_app, settings_from_args
 from gateway.errors import CliError
-from gateway.jobs import keys
+from gateway.jobs import keys, ops
 from gateway.jobs.contracts import (
     FAMILIES,
     QUEUE_PRIORITY,
@@ -27,18 +27,8 @@ from gateway.jobs.contracts import (
     family_of,
     unknown_fields,
 )
-from gateway.jobs.envelope import DEFAULT_MAX_ATTEMPTS, new_job, utc_now_iso
+from gateway.jobs.envelope import DEFAULT_MAX_ATTEMPTS, new_job
 from gateway.jobs.handlers import installed_families
-
-# Move one dead letter back to a queue, atomically (no loss, no duplicate).
-#   KEYS[1]: queue:dead   KEYS[2]: target queue   ARGV[1]: the letter   ARGV[2]: the job
-RETRY_DEAD = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('LPUSH', KEYS[2], ARGV[2])
-return 1
-"""
-
-LETTER_FIELDS = ("error", "failed_at")
 
 
 def _print(obj: Any) -> None:
@@ -193,44 +183,19 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     return run_with_app(settings, work)
 
 
-async def queue_depths(app: App) -> dict[str, Any]:
-    """Per queue: jobs waiting and whether an installed handler consumes it; overall: jobs
-    delayed (retries and deferrals), dead and held by workers (``processing``)."""
-    workers = [_text(m) for m in await app.redis.smembers(keys.WORKERS)]
-    async with app.redis.pipeline(transaction=False) as pipe:
-        for q in QUEUE_PRIORITY:
-            pipe.llen(q)
-        pipe.zcard(keys.DELAYED)
-        pipe.llen(keys.DEAD)
-        for w in workers:
-            for q in QUEUE_PRIORITY:
-                pipe.llen(keys.processing_key(w, q))
-        counts = [int(c) for c in await pipe.execute()]
-    n = len(QUEUE_PRIORITY)
-    consumed = installed_families()
-    return {
-        "queues": {
-            q: {"waiting": counts[i], "consumed": family_of(q).name in consumed}
-            for i, q in enumerate(QUEUE_PRIORITY)
-        },
-        "delayed": counts[n],
-        "dead": counts[n + 1],
-        "processing": sum(counts[n + 2 :]),
-    }
-
-
 def cmd_queues(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     async def work(app: App) -> int:
-        depths = await queue_depths(app)
+        depths = await ops.queue_depths(app.redis)
         if args.json:
             _print(depths)
             return 0
-        _line(f"{'queue':<36} {'waiting':>8}")
+        cols = ("waiting", "active", "delayed", "failed")
+        _line(f"{'queue':<36} " + " ".join(f"{c:>8}" for c in cols))
         for name, queue in depths["queues"].items():
             note = "" if queue["consumed"] else "  (no installed handler)"
-            _line(f"{name:<36} {queue['waiting']:>8}{note}")
+            _line(f"{name:<36} " + " ".join(f"{queue[c]:>8}" for c in cols) + note)
         for name in ("delayed", "dead", "processing"):
             _line(f"{name:<36} {depths[name]:>8}")
         return 0
@@ -242,25 +207,14 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     async def work(app: App) -> int:
-        letters = await app.redis.lrange(keys.DEAD, 0, args.limit - 1)
+        letters = await ops.list_letters(app.redis, args.limit)
         if not letters:
             _line("dead-letter queue is empty")
-        for raw in letters:
-            _line(_text(raw))
+        for letter in letters:
+            _line(_text(letter.raw))
         return 0
 
     return run_with_app(settings, work)
-
-
-def revive(letter: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The queue and the fresh job for a dead letter; None when it is not a job at all."""
-    queue = letter.get("queue_name")
-    if queue not in QUEUE_PRIORITY or "id" not in letter or "payload" not in letter:
-        return None
-    job = {k: v for k, v in letter.items() if k not in LETTER_FIELDS}
-    job["attempt_count"] = 0
-    job["retried_at"] = utc_now_iso()
-    return str(queue), job
 
 
 def cmd_dlq_retry(args: argparse.Namespace) -> int:
@@ -269,38 +223,34 @@ def cmd_dlq_retry(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     async def work(app: App) -> int:
-        script = app.redis.register_script(RETRY_DEAD)
-        retried = skipped = 0
-        letters = await app.redis.lrange(keys.DEAD, 0, -1)
-        if not letters:
+        total = await app.redis.llen(keys.DEAD)
+        if not total:
             _line("dead-letter queue is empty")
             return 0 if args.all else 1
-        progress = Progress(len(letters) if args.all else 0, "retrying")
-        for raw in letters:
-            progress.advance()
-            try:
-                letter = json.loads(raw)
-            except json.JSONDecodeError:
-                letter = None
-            if not isinstance(letter, dict):
-                continue
-            if not args.all and str(letter.get("id")) != args.id:
-                continue
-            revived = revive(letter)
-            if revived is None:
-                skipped += 1
-                continue
-            queue, job = revived
-            retried += int(
-                await script(
-                    keys=[keys.DEAD, queue], args=[raw, json.dumps(job, separators=(",", ":"))]
-                )
-            )
+        progress = Progress(total if args.all else 0, "retrying")
+        result = await ops.retry_letters(
+            app.redis, None if args.all else args.id, on_letter=progress.advance
+        )
         progress.close()
-        if not retried and not args.all:
+        if not result.done and not args.all:
             _line(f"mailgate: no dead letter with id {args.id!r} (`mailgate dlq list` shows them)")
             return 1
-        _line(f"retried {retried}" + (f"; skipped {skipped} malformed" if skipped else ""))
+        skipped = f"; skipped {result.skipped} malformed" if result.skipped else ""
+        _line(f"retried {result.done}{skipped}")
+        return 0
+
+    return run_with_app(settings, work)
+
+
+def cmd_dlq_delete(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+
+    async def work(app: App) -> int:
+        result = await ops.delete_letters(app.redis, args.id)
+        if not result.done:
+            _line(f"mailgate: no dead letter with id {args.id!r} (`mailgate dlq list` shows them)")
+            return 1
+        _line(f"deleted {result.done}")
         return 0
 
     return run_with_app(settings, work)
@@ -312,9 +262,8 @@ def cmd_dlq_purge(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     async def work(app: App) -> int:
-        count = await app.redis.llen(keys.DEAD)
-        await app.redis.delete(keys.DEAD)
-        _line(f"purged {count}")
+        result = await ops.delete_letters(app.redis, None)
+        _line(f"purged {result.done}")
         return 0
 
     return run_with_app(settings, work)
@@ -324,23 +273,22 @@ def cmd_workers(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     async def work(app: App) -> int:
-        live = []
-        for member in sorted(await app.redis.smembers(keys.WORKERS)):
-            health = await app.redis.hgetall(keys.worker_key(_text(member)))
-            if health:
-                live.append({_text(k): _text(v) for k, v in health.items()})
+        live = await ops.live_workers(app.redis)
         if args.json:
             _print(live)
             return 0 if live else 1
         if not live:
             _line("no live worker (start one with `mailgate run`)")
             return 1
-        _line(f"{'worker':<48} {'status':<9} {'up_s':>8} {'done':>8} {'failed':>7} {'avg_ms':>8}")
+        _line(
+            f"{'worker':<48} {'status':<9} {'up_s':>8} {'done':>8} {'failed':>7} "
+            f"{'avg_ms':>8} {'beat_s':>6}"
+        )
         for h in live:
             _line(
                 f"{h['worker_id']:<48} {h['status']:<9} {h['uptime_s']:>8} "
                 f"{h['jobs_processed']:>8} {h['jobs_failed']:>7} "
-                f"{h['average_processing_time_ms']:>8}"
+                f"{h['average_processing_time_ms']:>8} {h['heartbeat_age_s']!s:>6}"
             )
         return 0
 
@@ -388,6 +336,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("id", nargs="?")
     p.add_argument("--all", action="store_true")
     p.set_defaults(handler=cmd_dlq_retry)
+    p = dlq.add_parser("delete", help="delete one dead letter by job id")
+    p.add_argument("id")
+    p.set_defaults(handler=cmd_dlq_delete)
     p = dlq.add_parser("purge", help="delete every dead letter")
     p.add_argument("--yes", action="store_true")
     p.set_defaults(handler=cmd_dlq_purge)

@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,9 +218,11 @@ class Finisher:
         *,
         max_batch: int = 500,
         linger_s: float = 0.002,
+        replica_wait: ReplicaWait | None = None,
     ):
         self._db = db
         self._redis = redis
+        self._replica_wait = replica_wait or ReplicaWait(redis, 0)
         self._finish = redis.register_script(keys.FINISH)
         self._group: GroupCommit[Outcome | JobRow, bool | None] = GroupCommit(
             "job-tracking", self._write, max_items=max_batch, linger_s=linger_s
@@ -354,7 +357,7 @@ class Finisher:
             outcome.script_args(args)
         for _ in range(2):
             try:
-                held = await self._redis.evalsha(self._finish.sha, 0, *args)
+                held = await self._finish_batch(args)
             except NoScriptError:
                 await self._redis.script_load(keys.FINISH)
                 continue
@@ -362,6 +365,66 @@ class Finisher:
                 raise RedisError(f"FINISH answered {str(held)[:100]} for {len(outcomes)} jobs")
             return held
         raise RedisError("FINISH script missing right after loading it")
+
+    async def _finish_batch(self, args: list[Any]) -> Any:
+        wait = self._replica_wait
+        replicas = await wait.replicas()
+        if not replicas:
+            return await self._redis.evalsha(self._finish.sha, 0, *args)
+        # WAIT on the same connection: the batch's end is on the replicas before the worker
+        # counts the jobs done, so a promoted replica does not hand them out again.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._finish.sha, 0, *args)
+            pipe.execute_command("WAIT", replicas, wait.timeout_ms)
+            held, acked = await pipe.execute()
+        wait.check(int(acked), replicas, "finish")
+        return held
+
+
+class ReplicaWait:
+    """How many replicas a job runtime write waits for (Redis WAIT): ``redis_wait_replicas``,
+    but never more than the primary has connected (read from INFO at most once a second), so
+    a primary left alone after a failover is not slowed by a WAIT no replica can answer; a
+    primary with no replica cannot fail over, so nothing is lost by not waiting then."""
+
+    RECHECK_S = 1.0
+    WARN_EVERY_S = 30.0
+
+    def __init__(self, redis: aioredis.Redis, wanted: int, timeout_ms: int = 1000):
+        self._redis = redis
+        self.wanted = wanted
+        self.timeout_ms = timeout_ms
+        self._connected = wanted
+        self._checked = -float("inf")
+        self._warned = -float("inf")
+
+    async def replicas(self) -> int:
+        """Replicas to WAIT for now (0: do not wait)."""
+        if not self.wanted:
+            return 0
+        now = time.monotonic()
+        if now - self._checked >= self.RECHECK_S:
+            self._checked = now
+            try:
+                info = await self._redis.info("replication")
+                self._connected = int(info.get("connected_slaves", 0))
+            except (RedisError, OSError):
+                self._connected = self.wanted  # unknown: wait for what was asked
+        return min(self.wanted, self._connected)
+
+    def check(self, acked: int, wanted: int, step: str) -> None:
+        """Log (at most every 30 s) when fewer replicas acknowledged a write in time."""
+        if acked >= wanted:
+            return
+        self._checked = -float("inf")  # look at the replicas again before the next wait
+        now = time.monotonic()
+        if now - self._warned >= self.WARN_EVERY_S:
+            self._warned = now
+            log.warning(
+                "Redis replicas did not acknowledge the job runtime's write in time; a "
+                "failover now could run these jobs again",
+                extra={"step": step, "acknowledged": acked, "wanted": wanted},
+            )
 
 
 def result_json(result: Any) -> str:

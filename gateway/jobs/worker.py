@@ -44,12 +44,19 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from gateway.app import App
+from gateway.app import App, wait_replicas
 from gateway.jobs import DeferJob, PermanentJobError, keys
 from gateway.jobs.contracts import QUEUE_FAMILY, QUEUE_PRIORITY, PayloadInvalid
 from gateway.jobs.envelope import Job, MalformedJob, backoff_delay_s, parse_job, utc_now_iso
 from gateway.jobs.handlers import HandlerSpec
-from gateway.jobs.tracking import Execution, Finisher, JobRow, Outcome, result_json
+from gateway.jobs.tracking import (
+    Execution,
+    Finisher,
+    JobRow,
+    Outcome,
+    ReplicaWait,
+    result_json,
+)
 from gateway.logs import bind
 from gateway.settings import job_timeouts
 
@@ -138,7 +145,10 @@ class Worker:
         self._take = self.redis.register_script(keys.TAKE)
         self._promote = self.redis.register_script(keys.PROMOTE)
         self._reap = self.redis.register_script(keys.REAP)
-        self.finisher = Finisher(app.db, self.redis)
+        self.replica_wait = ReplicaWait(
+            self.redis, wait_replicas(settings), settings.redis_wait_timeout_ms
+        )
+        self.finisher = Finisher(app.db, self.redis, replica_wait=self.replica_wait)
         self._busy: dict[str, int] = dict.fromkeys(handlers, 0)
         self._in_flight: dict[asyncio.Task[None], Job] = {}
         # Per-attempt deadlines (loop time), checked by one sweep a second: cheaper than a
@@ -276,16 +286,7 @@ class Worker:
                 continue
             self._wake.clear()
             try:
-                flat = await self._take(
-                    keys=queues,
-                    args=[
-                        keys.processing_prefix(self.worker_id),
-                        total,
-                        self.worker_id,
-                        utc_now_iso(),
-                        *caps,
-                    ],
-                )
+                flat = await self._take_batch(queues, total, caps)
                 failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
@@ -306,6 +307,24 @@ class Worker:
                 for i in range(0, len(flat), 3)
             ]
             await self._begin(taken)
+
+    async def _take_batch(self, queues: list[str], total: int, caps: list[str]) -> Any:
+        prefix = keys.processing_prefix(self.worker_id)
+        args: list[str | int] = [prefix, total, self.worker_id, utc_now_iso(), *caps]
+        replicas = await self.replica_wait.replicas()
+        if not replicas:
+            return await self._take(keys=queues, args=args)
+        # Behind Sentinel: the jobs taken are on the replicas before they run (WAIT on the
+        # same connection), so a promoted replica holds them in this worker's processing
+        # lists instead of offering them again. A failure here means "not taken": what the
+        # script moved is found by _adopt_stranded, or is still in its queue.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._take(keys=queues, args=args, client=pipe)
+            pipe.execute_command("WAIT", replicas, self.replica_wait.timeout_ms)
+            flat, acked = await pipe.execute()
+        if flat:
+            self.replica_wait.check(int(acked), replicas, "take")
+        return flat
 
     async def _adopt_stranded(self) -> None:
         """Run the jobs in this worker's processing lists that no task of it runs.

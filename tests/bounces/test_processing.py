@@ -161,9 +161,7 @@ async def add_delivery(
 
 
 @pytest.fixture
-async def run_jobs(
-    app: App, services: Services
-) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+async def run_jobs(app: App, services: Services) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """``await run_jobs()``: a real Worker with the bounce handler drains the queue."""
     worker = Worker(app, {"bounce": create_handler(app, services)}, rng=random.Random(3))
     await worker.start()

@@ -1,6 +1,10 @@
-"""docker/: what can be checked without a Docker engine. The compose file parses and wires
-the three services; the image's environment is a valid configuration; its HEALTHCHECK
-command, run in this virtualenv, passes against a running daemon."""
+"""docker/: what can be checked without a Docker engine (none runs on these machines; a
+rootless podman or buildah build would need the python base image from a container
+registry, and these machines reach only PyPI, Debian's and npm's registries). The compose
+file parses and wires the three services, publishes SMTP on a configurable address that is
+not every interface's port 25 by default, and runs mailgate non-root on a read-only root
+filesystem; the image's environment is a valid configuration; its HEALTHCHECK command
+(/readyz), run in this virtualenv, passes against a running daemon."""
 
 from __future__ import annotations
 
@@ -43,6 +47,29 @@ def test_compose_file_wires_postgres_redis_and_mailgate() -> None:
     assert mg["build"]["dockerfile"] == "docker/Dockerfile"
 
 
+def _default(text: str) -> str:
+    """A compose value with every ${VAR:-default} replaced by its default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+def test_compose_publishes_smtp_on_a_configurable_address_not_all_interfaces() -> None:
+    """The SMTP port is published on SMTP_PUBLISH_ADDRESS:SMTP_PUBLISH_PORT (default
+    127.0.0.1:2525); no published port binds every interface; mailgate runs as a non-root
+    user with a read-only root filesystem, no capabilities, a writable data volume and /tmp."""
+    mg = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]["mailgate"]
+    smtp = next(p for p in mg["ports"] if p.endswith(":2525"))
+    assert "${SMTP_PUBLISH_ADDRESS:-" in smtp and "${SMTP_PUBLISH_PORT:-" in smtp
+    assert _default(smtp) == "127.0.0.1:2525:2525"
+    for port in mg["ports"]:
+        published = _default(port)
+        assert published.count(":") == 2, f"{port} binds every interface"
+        assert not published.startswith(("0.0.0.0:", "[::]:")), port
+    assert mg["read_only"] is True and "/tmp" in mg["tmpfs"]
+    assert mg["user"].split(":")[0] not in ("0", "root")
+    assert any(v.endswith(":/var/lib/mailgate") for v in mg["volumes"])
+    assert mg["cap_drop"] == ["ALL"] and "no-new-privileges:true" in mg["security_opt"]
+
+
 def test_image_runs_as_non_root_with_a_valid_configuration() -> None:
     """The final stage sets a non-root USER, and its ENV is accepted by the settings model."""
     instructions = _dockerfile_instructions()
@@ -65,8 +92,10 @@ def test_image_runs_as_non_root_with_a_valid_configuration() -> None:
 
 
 async def test_healthcheck_command_passes_against_the_daemon(settings: Settings) -> None:
-    """The image's HEALTHCHECK command exits 0 against a running daemon, 1 without one."""
+    """The image's HEALTHCHECK command asks /readyz: it exits 0 against a running daemon, 1
+    without one."""
     healthcheck = next(arg for word, arg in _dockerfile_instructions() if word == "HEALTHCHECK")
+    assert "/readyz" in healthcheck
     argv = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
     assert argv[0] == "python"
     daemon = Daemon(settings, factories={})

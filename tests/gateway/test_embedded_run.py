@@ -59,9 +59,7 @@ def _mailgate() -> list[str]:
     return [script] if script else [sys.executable, "-m", "gateway.cli"]
 
 
-async def _wait_for(
-    port: int, path: str, proc: subprocess.Popen[bytes], timeout_s: float
-) -> float:
+async def _wait_for(port: int, path: str, proc: subprocess.Popen[bytes], timeout_s: float) -> float:
     """Seconds until ``path`` answers 200; fails if the process exits or time runs out."""
     t0 = time.monotonic()
     last = "no answer"

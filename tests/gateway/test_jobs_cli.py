@@ -68,13 +68,23 @@ async def test_queues_and_dlq_retry_and_purge(app: App, settings: Settings) -> N
     malformed = {"raw": "{oops", "error": "malformed job", "queue_name": "queue:warmup:process"}
     await app.redis.lpush(keys.DEAD, json.dumps(letter), json.dumps(malformed))
     await app.redis.lpush("queue:email-sending", b"{}", b"{}")
+    await app.redis.zadd(keys.DELAYED, {keys.delayed_member("queue:email-sending", b"{}"): 1})
+    await app.redis.sadd(keys.WORKERS, "w1")
+    await app.redis.lpush(keys.processing_key("w1", "queue:email-sending"), b"{}", b"{}", b"{}")
     code, out, _ = await mailgate(settings, "queues", "--json")
     depths = json.loads(out)
-    assert depths["queues"]["queue:email-sending"] == {"waiting": 2, "consumed": True}
+    assert depths["queues"]["queue:email-sending"] == {
+        "waiting": 2,
+        "active": 3,
+        "delayed": 1,
+        "failed": 0,
+        "consumed": True,
+    }
     assert depths["queues"]["queue:warmup:process"]["consumed"] is False
-    assert depths["dead"] == 2
+    assert depths["queues"]["queue:warmup:process"]["failed"] == 2
+    assert (depths["dead"], depths["delayed"], depths["processing"]) == (2, 1, 3)
     code, out, _ = await mailgate(settings, "queues")
-    assert re.search(r"queue:warmup:process\s+0\s+\(no installed handler\)", out)
+    assert re.search(r"queue:warmup:process\s+0\s+0\s+0\s+2\s+\(no installed handler\)", out)
     code, out, _ = await mailgate(settings, "dlq", "retry", "dead1")
     assert code == 0 and "retried 1" in out
     revived = json.loads(await app.redis.lindex("queue:warmup:process", 0))
@@ -83,6 +93,11 @@ async def test_queues_and_dlq_retry_and_purge(app: App, settings: Settings) -> N
     code, out, _ = await mailgate(settings, "dlq", "retry", "--all")
     assert "skipped 1 malformed" in out
     assert await app.redis.llen(keys.DEAD) == 1
+    await app.redis.lpush(keys.DEAD, json.dumps({**letter, "id": "dead2"}))
+    code, out, _ = await mailgate(settings, "dlq", "delete", "dead2")
+    assert code == 0 and "deleted 1" in out and await app.redis.llen(keys.DEAD) == 1
+    code, out, _ = await mailgate(settings, "dlq", "delete", "dead2")
+    assert code == 1 and "no dead letter" in out
     code, _, _ = await mailgate(settings, "dlq", "purge")
     assert code == 2 and await app.redis.llen(keys.DEAD) == 1
     code, out, _ = await mailgate(settings, "dlq", "purge", "--yes")

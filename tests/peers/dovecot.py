@@ -72,12 +72,7 @@ default_client_limit = 20000
 default_process_limit = 1000
 default_vsz_limit = 1G
 
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/etc/master-users
-  master = yes
-  pass = yes
-}}
+{master_passdb}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/etc/users.d/%u
@@ -111,6 +106,16 @@ protocol imap {{
 """
 
 
+# The peer's own master user (replaced by ``master_conf`` when a test brings its own lines).
+_MASTER_PASSDB = """\
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/etc/master-users
+  master = yes
+  pass = yes
+}}"""
+
+
 class DovecotError(RuntimeError):
     """The private Dovecot instance failed to start, stop or run a command."""
 
@@ -127,7 +132,10 @@ class Dovecot:
         master_password: str | None = None,
         mail_uid: int = MAIL_UID,
         mail_gid: int = MAIL_GID,
+        master_conf: str | None = None,
     ) -> None:
+        """``master_conf``: configuration text that replaces the peer's own master-user
+        passdb (e.g. the Mailu recipe's lines; the test writes the file they name)."""
         for binary in (DOVECOT_BIN, DOVEADM_BIN):
             if shutil.which(binary) is None:
                 raise DovecotError(f"{binary} not found: apt-get install {DEBIAN_PACKAGES}")
@@ -138,6 +146,7 @@ class Dovecot:
         self.master_password = master_password or secrets.token_hex(8)
         self.mail_uid = mail_uid
         self.mail_gid = mail_gid
+        self.master_conf = master_conf
         self.conf_path = self.dir / "etc" / "dovecot.conf"
         self.log_path = self.dir / "log" / "dovecot.log"
         self.users_dir = self.dir / "etc" / "users.d"
@@ -168,6 +177,11 @@ class Dovecot:
                 uid=self.mail_uid,
                 gid=self.mail_gid,
                 tag=secrets.token_hex(4),
+                master_passdb=(
+                    self.master_conf
+                    if self.master_conf is not None
+                    else _MASTER_PASSDB.format(d=self.dir)
+                ),
             )
         )
         (self.dir / "etc" / "master-users").write_text(

@@ -194,7 +194,10 @@ class Postfix:
         extra_transports: dict[str, str] | None = None,
         hostname: str = "mx.postfix-peer.test",
         fast_start: bool = True,
+        postconf_lines: list[str] | None = None,
     ) -> None:
+        """``postconf_lines``: main.cf settings applied with ``postconf -e`` after the peer's
+        own (the way Mailu applies its overrides/postfix.cf)."""
         if shutil.which(POSTFIX_BIN) is None:
             raise PostfixError(f"postfix not found: apt-get install {DEBIAN_PACKAGE}")
         self.dir = Path(directory).resolve()
@@ -207,6 +210,7 @@ class Postfix:
         self.defer_domain = defer_domain
         self.hostname = hostname
         self.fast_start = fast_start
+        self.postconf_lines = list(postconf_lines or [])
         self.config_dir = self.dir / "etc"
         self.queue_dir = self.dir / "queue"
         self.log_path = self.dir / "log" / "postfix.log"
@@ -267,6 +271,13 @@ class Postfix:
         (self.config_dir / "bounce.cf").write_text(_BOUNCE_CF)
         (self.config_dir / "master.cf").write_text(_MASTER_CF.format(port=self.port))
         self.write_transports()
+        for line in self.postconf_lines:
+            subprocess.run(
+                ["postconf", "-c", str(self.config_dir), "-e", line],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
         # Postfix programs refuse to read a main.cf younger than ~2 s: they sleep in 300 ms
         # steps until it has aged (1.5-2.4 s on every fresh start). Backdate the files.
         past = time.time() - 10
