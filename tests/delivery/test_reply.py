@@ -94,6 +94,7 @@ def test_render_is_sandboxed_and_strict() -> None:
     assert out.html == "<p>&lt;b&gt;</p>"
 
 
+@settings(deadline=None)  # RSA signing under a loaded CI machine can pass 200 ms
 @given(st.text(min_size=1, max_size=300), st.text(max_size=3000))
 def test_signatures_verify_for_any_content(subject: str, body: str) -> None:
     """Whatever the subject and body, both key types sign messages dkimpy verifies."""
