@@ -48,7 +48,15 @@ from gateway.storage import connect, migrate
 from tests.peers.smtpsink import smtp_source_path
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "bounces" / "dev" / "eml"
+# The corpus sits beside the checkout (../shared); a worktree under wt/ is one level deeper.
+CORPUS = next(
+    (
+        base / "shared" / "corpus" / "bounces" / "dev" / "eml"
+        for base in (REPO.parent, REPO.parent.parent)
+        if (base / "shared" / "corpus" / "bounces" / "dev" / "eml").is_dir()
+    ),
+    REPO.parent / "shared" / "corpus" / "bounces" / "dev" / "eml",
+)
 FIXTURES = REPO / "tests" / "bounces" / "fixtures"
 
 

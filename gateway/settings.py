@@ -598,6 +598,25 @@ class Settings(BaseSettings):
         "subject); {domain} is the sending domain.",
     )
 
+    # -- bounce listener under hostile load (issue 16) -----------------------------------
+    smtp_memory_budget_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=64 * 1024 * 1024 * 1024,
+        description="Message bytes the bounce listener holds in memory at once, all sessions "
+        "together; a message that would pass it gets 452 4.3.1 after its data, and with all "
+        "of it in use new connections get 421. One client address holds at most a quarter "
+        "(at least one smtp_max_message_bytes) and an eighth is kept for messages under "
+        "64 KB, so a flood of large messages never starves a small DSN (1 MB-64 GB).",
+    )
+    smtp_commit_batch_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="Bytes of messages one group commit of the bounce listener stores at "
+        "most (besides 64 messages); a larger message commits alone (64 KB-1 GB).",
+    )
+
     # -- embedded servers ------------------------------------------------------------------
     embedded_start_timeout_s: float = Field(
         default=60.0, gt=0, le=600, description="Seconds to wait for an embedded server to start."
