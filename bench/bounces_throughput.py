@@ -218,7 +218,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             ]
             print(
                 f"ratio listener/bare = {ratio:.2f} best-of-{args.rounds}, "
-                f"{median:.2f} median of rounds (target >= 0.6); {stored} stored"
+                f"{median:.2f} median of rounds (target >= 0.75); {stored} stored"
             )
             cpu_bare = sorted(b["cpu_us_per_msg"] for b in bares)[len(bares) // 2]
             cpu_full = sorted(f["cpu_us_per_msg"] for f in fulls)[len(fulls) // 2]

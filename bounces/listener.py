@@ -55,7 +55,7 @@ from bounces.smtp_policy import (
     Replies,
 )
 from gateway.app import App
-from gateway.compat.aiosmtpd import FastSMTP
+from gateway.compat.aiosmtpd import FastHandler, FastSMTP
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-class _Hooks:
+class _Hooks(FastHandler):
     """aiosmtpd handler hooks: recipient policy, EHLO trimming, and the error reply."""
 
     def __init__(self, listener: Listener):
