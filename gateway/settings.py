@@ -573,9 +573,9 @@ class Settings(BaseSettings):
     delivery_dkim_keys: str = Field(
         default="",
         max_length=10000,
-        description="DKIM keys from files, 'domain:selector:/path/key.pem' comma-separated "
-        "(RSA or Ed25519 PKCS#8/PKCS#1 PEM). Keys in the dkim_keys table (encrypted) are "
-        "used as well.",
+        description="DKIM keys from files, 'tenant:domain:selector:/path/key.pem' "
+        "comma-separated (RSA or Ed25519 PKCS#8/PKCS#1 PEM); a key signs only the named "
+        "tenant's mail. The tenant's keys in the dkim_keys table (encrypted) are used as well.",
     )
     delivery_dkim_signer_process: bool = Field(
         default=True,
