@@ -56,7 +56,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -214,6 +214,34 @@ def result_from_request(request: BounceRequest) -> BounceResult:
 
 
 # -- decisions (pure) -------------------------------------------------------------------------
+
+
+_TEXT_FIELDS = (
+    "recipient",
+    "reason",
+    "status",
+    "diagnostic",
+    "remote_mta",
+    "action",
+    "original_message_id",
+    "feedback_type",
+)
+
+
+def storable(result: BounceResult) -> BounceResult:
+    """``result`` with every text PostgreSQL can hold (a NUL in a report's fields would fail
+    the job on every attempt: text and JSON cannot carry it)."""
+    changes: dict[str, Any] = {
+        name: value.replace("\x00", "\ufffd")
+        for name in _TEXT_FIELDS
+        if "\x00" in (value := getattr(result, name))
+    }
+    if any("\x00" in h or "\x00" in v for h, v in result.original_headers):
+        changes["original_headers"] = tuple(
+            (h.replace("\x00", "\ufffd"), v.replace("\x00", "\ufffd"))
+            for h, v in result.original_headers
+        )
+    return replace(result, **changes) if changes else result
 
 
 def outcome_of(result: BounceResult) -> str:
@@ -391,6 +419,7 @@ class BounceProcessor:
             results = [result_from_request(request)]
         else:
             raise BadBounceJob(f"stored message {request.storage_key!r} not found")
+        results = [storable(r) for r in results]
         reports = await self._attribute(conn, request, receipt, stored, results)
         fresh: list[_Report] = []
         async with conn.transaction():

@@ -476,3 +476,18 @@ async def test_soft_bounces_count_distinct_deliveries_not_copies(
         await intake.accept(SmtpEnvelope("", (rcpt,), "127.0.0.1"), raw)
     await drain_bounce_queue(app, services)
     assert (await app.db.fetchval("SELECT reason FROM suppressions")) == "soft_bounce"
+
+
+async def test_nul_in_a_report_is_stored_not_retried_for_ever(app: App, services: Services) -> None:
+    """A DSN whose fields carry NUL bytes (found by the fuzz suite) is processed: the
+    report is recorded with the NUL replaced, the job completes on its first attempt."""
+    await add_delivery(app, "dn1", recipient="gone@rcpt.test")
+    raw = make_dsn("gone@rcpt.test", diagnostic="smtp; 550 5.1.1 no\x00such user")
+    key = await _mailbox_report(
+        app, raw.replace(b"Reporting-MTA: dns; mx", b"Reporting-MTA: \x00"), None, 11
+    )
+    await _push_mailbox_job(app, key)
+    await drain_bounce_queue(app, services)
+    diagnostic = await app.db.fetchval("SELECT diagnostic FROM bounce_reports")
+    assert diagnostic is not None and "\x00" not in diagnostic and "such user" in diagnostic
+    assert await app.redis.llen("queue:dead") == 0
