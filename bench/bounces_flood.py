@@ -145,7 +145,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         MAILGATE_LOG_LEVEL="WARNING",
     )
     if args.code:  # the daemon from another checkout (a before/after comparison)
-        env["PYTHONPATH"] = str(Path(args.code).resolve())
+        env["PYTHONPATH"] = args.code
     log = (tmp / "daemon.log").open("ab")
     daemon = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "run", env=env, stdout=log, stderr=log
@@ -229,4 +229,6 @@ if __name__ == "__main__":
     parser.add_argument("--small-after-s", type=float, default=1.0)
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--code", help="run the daemon from this checkout instead")
-    print(json.dumps(asyncio.run(main(parser.parse_args()))))
+    ns = parser.parse_args()
+    ns.code = str(Path(ns.code).resolve()) if ns.code else None
+    print(json.dumps(asyncio.run(main(ns))))
