@@ -148,7 +148,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         env["PYTHONPATH"] = args.code
     log = (tmp / "daemon.log").open("ab")
     daemon = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "run", env=env, stdout=log, stderr=log
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "run",
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=args.code,  # -m puts the working directory first on the path
     )
     samples: list[int] = []
     try:
