@@ -294,7 +294,7 @@ class Soak:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix="mailgate-soak-"))
+    root: Path = args.root
     pg = EmbeddedPostgres(root / "postgres")
     rd = EmbeddedRedis(root / "redis")
     db_url = await asyncio.to_thread(pg.start)
@@ -481,4 +481,7 @@ if __name__ == "__main__":
     parser.add_argument("--dsn-every-s", type=float, default=0.1)
     parser.add_argument("--send-every-s", type=float, default=0.1)
     parser.add_argument("--job-every-s", type=float, default=0.1)
-    print(json.dumps(asyncio.run(main(parser.parse_args())), default=str))
+    ns = parser.parse_args()
+    ns.root = Path(tempfile.mkdtemp(prefix="mailgate-soak-"))
+    ns.root.chmod(0o755)  # the embedded PostgreSQL runs as nobody when we are root
+    print(json.dumps(asyncio.run(main(ns)), default=str))
