@@ -311,6 +311,7 @@ class Listener:
             self.limits.memory_budget_bytes, max_message_bytes=self.limits.max_message_bytes
         )
         self._burst_peak = 0
+        self._storing: set[asyncio.Future[str]] = set()  # commits whose session may be gone
         self.metrics: BounceMetrics = metrics
         self.intake = intake
         self.hostname = app.settings.smtp_hostname or socket.gethostname()
@@ -402,6 +403,8 @@ class Listener:
         of its own: a session cut meanwhile does not stop it, and the message's bytes are
         given back when it ends."""
         task = asyncio.ensure_future(self._store(envelope, raw))
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
         task.add_done_callback(lambda _: self.release(holding))
         return await asyncio.shield(task)
 

@@ -491,3 +491,32 @@ async def test_nul_in_a_report_is_stored_not_retried_for_ever(app: App, services
     diagnostic = await app.db.fetchval("SELECT diagnostic FROM bounce_reports")
     assert diagnostic is not None and "\x00" not in diagnostic and "such user" in diagnostic
     assert await app.redis.llen("queue:dead") == 0
+
+
+async def test_a_peer_gone_during_the_commit_keeps_its_bytes_charged_until_it_ends(
+    app: App, start_listener: StartListener
+) -> None:
+    """A peer that hangs up while its message is being committed: the commit finishes
+    (the message is stored), and only then are its bytes given back to the budget."""
+    release = asyncio.Event()
+
+    class Held(Intake):
+        async def _store_all(self, batch: Any) -> Any:
+            await release.wait()
+            return await super()._store_all(batch)
+
+    listener = await start_listener(intake=Held(app))
+    smtp, _ = await RawSmtp.open(listener.port)
+    await smtp.cmd("EHLO gone.test")
+    await smtp.cmd("MAIL FROM:<>")
+    await smtp.cmd("RCPT TO:<b+gone@bounces.test>")
+    await smtp.cmd("DATA")
+    smtp.writer.write(b"Subject: gone\r\n\r\n" + b"z" * 5000 + b"\r\n.\r\n")
+    await smtp.writer.drain()
+    await wait_for(lambda: _value(listener.intake.busy))
+    await smtp.close()
+    await wait_for(lambda: _value(not listener.sessions))
+    assert listener.budget.used > 5000  # still charged: the commit has not ended
+    release.set()
+    await wait_for(lambda: _value(listener.budget.used == 0))
+    assert await app.db.fetchval("SELECT subject FROM email_messages") == "gone"
