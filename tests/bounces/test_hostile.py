@@ -520,3 +520,12 @@ async def test_a_peer_gone_during_the_commit_keeps_its_bytes_charged_until_it_en
     release.set()
     await wait_for(lambda: _value(listener.budget.used == 0))
     assert await app.db.fetchval("SELECT subject FROM email_messages") == "gone"
+
+
+def test_large_buffers_go_back_to_the_system() -> None:
+    """On glibc the listener fixes the mmap threshold (large message buffers get pages of
+    their own, freed to the system) and can trim the heap after a burst."""
+    from bounces.listener import trim_heap, tune_allocator
+
+    assert tune_allocator() is True
+    trim_heap()
