@@ -11,7 +11,19 @@ failed after the commit and the peer never retried) is found by :meth:`Intake.re
 
 Tenant: a genuine VERP token names a delivery, and the delivery row names its tenant. A
 message with no genuine token is kept under :data:`UNATTRIBUTED_TENANT`; it changes
-nothing anywhere else. ``message_type`` at commit comes from the headers alone
+nothing unless processing finds evidence in the report itself (see
+:mod:`bounces.processing`). Mail to ``postmaster`` (bare, or at a bounce domain) is kept
+there too, as a copy of its own with ``verp_status`` ``postmaster``, for the operator.
+
+Commits are grouped (:class:`~gateway.groupcommit.GroupCommit`), capped in count and in
+bytes (``smtp_commit_batch_bytes``; a larger message commits alone), and stored with the
+batched :func:`gateway.messages.store_messages` (a handful of statements per batch, not
+per message). One slow or failed member never fails the others: a batch that fails on a
+statement or runs past its share of the time (a third of ``smtp_commit_timeout_s``) is
+run again message by message, each with a timeout of its own; an outage (connection
+refused or lost) fails the batch at once. A timeout is reported as a timeout.
+
+``message_type`` at commit comes from the headers alone
 (:func:`provisional_type`: the shared message-kind classifier on those headers), because the full
 classification is CPU work that must not delay the 250; processing classifies the message
 and records the kind it really is.
@@ -28,18 +40,19 @@ from typing import Any
 import asyncpg
 
 from bounces.errors import BounceError, StorageUnavailable, translate_queue, translate_storage
-from bounces.smtp_policy import dedupe_key
+from bounces.smtp_policy import dedupe_key, is_postmaster
 from gateway.app import App
 from gateway.groupcommit import GroupCommit
 from gateway.jobs.contracts import BOUNCE, BouncePayload, encode_job
 from gateway.messagekind import HEADERS, Kind, classify_kind, lookup
-from gateway.messages import MessageRecord, store_message
+from gateway.messages import MessageRecord, store_messages
 from gateway.storage import is_transient
 from gateway.verp import Verp, VerpResult
 
 log = logging.getLogger(__name__)
 
 UNATTRIBUTED_TENANT = "_unattributed"
+POSTMASTER = VerpResult(None, "postmaster")  # a postmaster recipient's "verification"
 # What the listener stores before the 250, plus what the message-kind classifier reads.
 _HEADER_FIELDS = tuple(dict.fromkeys(("From", "To", "Subject", "Message-ID", "Date", *HEADERS)))
 _MAX_HEADER_BYTES = 64 * 1024
@@ -69,15 +82,21 @@ def plan_receipts(
 ) -> list[ReceiptPlan]:
     """Group a message's recipients by the tenant their VERP token leads to (pure).
 
-    ``checks``: each recipient with its verification; ``tenants``: delivery id -> tenant
-    for the deliveries that exist. Recipients without a genuine token naming an existing
-    delivery ride along with the first tenant's copy; with no tenant at all, the message
-    is one unattributed copy whose status says why (the first recipient's).
+    ``checks``: each recipient with its verification (:data:`POSTMASTER` for postmaster);
+    ``tenants``: delivery id -> tenant for the deliveries that exist. Recipients without a
+    genuine token naming an existing delivery ride along with the first tenant's copy;
+    with no tenant at all, the message is one unattributed copy whose status says why (the
+    first recipient's). Postmaster recipients always get an unattributed copy of their own
+    (status ``postmaster``), which the stray recipients join when no tenant takes them.
     """
     plans: dict[str, ReceiptPlan] = {}
     stray: list[str] = []
+    postmaster: list[str] = []
     first_failure = ""
     for rcpt, result in checks:
+        if result is POSTMASTER or result.reason == "postmaster":
+            postmaster.append(rcpt)
+            continue
         tenant = tenants.get(result.delivery_id or "") if result.valid else None
         if tenant is None:
             stray.append(rcpt)
@@ -89,10 +108,14 @@ def plan_receipts(
         assert result.delivery_id is not None
         if result.delivery_id not in plan.delivery_ids:
             plan.delivery_ids.append(result.delivery_id)
-    if not plans:
-        return [ReceiptPlan(UNATTRIBUTED_TENANT, first_failure or "not_verp", [], stray)]
     ordered = list(plans.values())
-    ordered[0].rcpt_tos.extend(stray)
+    if ordered:
+        ordered[0].rcpt_tos.extend(stray)
+        stray = []
+    if postmaster:
+        ordered.append(ReceiptPlan(UNATTRIBUTED_TENANT, "postmaster", [], postmaster + stray))
+    elif not ordered:
+        ordered.append(ReceiptPlan(UNATTRIBUTED_TENANT, first_failure or "not_verp", [], stray))
     return ordered
 
 
@@ -151,7 +174,10 @@ ON CONFLICT (storage_key) DO UPDATE SET enqueued_at = now()
 
 
 def _one_messages_fault(exc: BaseException) -> bool:
-    """A statement error (not an outage) may be one message's: store each alone."""
+    """Errors that may be one message's (store each alone): a statement error (not an
+    outage), and a batch that ran past its time (one slow member)."""
+    if isinstance(exc, TimeoutError):
+        return True
     return isinstance(exc, asyncpg.PostgresError) and not is_transient(exc)
 
 
@@ -171,13 +197,13 @@ class Intake:
 
     Group commit (:class:`~gateway.groupcommit.GroupCommit`): messages that arrive while a
     commit is running wait for the next one, which stores them all in ONE transaction
-    (should one message make a statement fail, the batch is stored again one by one so that
-    it fails alone) and queues their jobs with ONE ``LPUSH``; ``committers`` such commits may
-    run at once, each at most ``max_batch`` messages and ``max_batch_bytes`` bytes (a
-    message larger than that commits alone). Each session still gets its own
-    answer, and only after its message is committed and queued. Under load this shares the
-    commit's fsync and round trips among up to ``max_batch`` messages; at low load a batch is
-    a single message and nothing waits.
+    and queues their jobs with ONE ``LPUSH``; ``committers`` such commits may run at once,
+    each at most ``max_batch`` messages and ``max_batch_bytes`` bytes (a message larger
+    than that commits alone). Should a batch fail on a statement or time out, it is stored
+    again one message at a time, each with its own timeout, so that a bad or slow message
+    fails alone. Each session still gets its own answer, and only after its message is
+    committed and queued. Under load this shares the commit's fsync and round trips among
+    up to ``max_batch`` messages; at low load a batch is a single message and nothing waits.
     """
 
     def __init__(
@@ -185,22 +211,38 @@ class Intake:
         app: App,
         max_batch: int = 64,
         committers: int = 4,
-        max_batch_bytes: int = 16 * 1024 * 1024,
+        max_batch_bytes: int | None = None,
     ):
         self.app = app
         self.verp = Verp(app.secret_key)
+        self.domains = frozenset(d.lower().rstrip(".") for d in app.settings.bounce_domains)
         self.timeout_s = app.settings.smtp_commit_timeout_s
+        # A batch, and then each of its messages alone, gets a third of the time a session
+        # waits: a batch held up by one slow member still leaves the others time to commit.
+        self.attempt_timeout_s = self.timeout_s / 3
         self._group: GroupCommit[_Pending, list[tuple[str, str]]] = GroupCommit(
             "bounce-intake",
             self._commit,
             one=self._commit_one,
             concurrency=committers,
             max_items=max_batch,
-            max_bytes=max_batch_bytes,
+            max_bytes=(
+                app.settings.smtp_commit_batch_bytes if max_batch_bytes is None else max_batch_bytes
+            ),
             size=lambda item: len(item.raw),
             isolate=_one_messages_fault,
             interrupted=lambda: StorageUnavailable("shutting down"),
         )
+
+    @property
+    def batches(self) -> int:
+        """Group commits run so far (batches of one included)."""
+        return self._group.batches
+
+    @property
+    def isolated(self) -> int:
+        """Batches that were run again message by message."""
+        return self._group.isolated
 
     async def accept(self, envelope: SmtpEnvelope, raw: bytes) -> list[tuple[str, str]]:
         """Store ``raw`` and queue its processing; returns (tenant, storage key) pairs.
@@ -208,7 +250,10 @@ class Intake:
         Raises :class:`~bounces.errors.StorageUnavailable` or
         :class:`~bounces.errors.QueueUnavailable`.
         """
-        checks = [(rcpt, self.verp.verify(rcpt)) for rcpt in envelope.rcpt_tos]
+        checks = [
+            (rcpt, POSTMASTER if is_postmaster(rcpt, self.domains) else self.verp.verify(rcpt))
+            for rcpt in envelope.rcpt_tos
+        ]
         item = _Pending(
             envelope,
             raw,
@@ -220,7 +265,9 @@ class Intake:
             async with asyncio.timeout(self.timeout_s):
                 return await self._group.submit(item)
         except TimeoutError as exc:
-            raise StorageUnavailable("commit timed out") from exc
+            raise StorageUnavailable(
+                f"postgresql: timed out (commit of {len(raw)} bytes, {self.timeout_s:g} s)"
+            ) from exc
         except BounceError:
             raise
         except Exception as exc:
@@ -244,22 +291,22 @@ class Intake:
         """Store a batch (one transaction), then queue its jobs (one LPUSH). Storage errors
         propagate as they are (the group commit decides whether one message is at fault);
         a queue failure is a :class:`QueueUnavailable` for every message of the batch."""
-        async with asyncio.timeout(self.timeout_s):
-            stored = await self._store_all(batch)
-        results = [stored[i] for i in range(len(batch))]
+        async with asyncio.timeout(self.attempt_timeout_s):
+            results = await self._store_all(batch)
         jobs = [bounce_job(tenant, key) for pairs in results for tenant, key in pairs]
         if jobs:
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(self.attempt_timeout_s):
                     await self.app.redis.lpush(BOUNCE, *jobs)
             except Exception as exc:
                 raise translate_queue(exc) from exc
         return results
 
-    async def _store_all(self, batch: list[_Pending]) -> dict[int, list[tuple[str, str]]]:
+    async def _store_all(self, batch: list[_Pending]) -> list[list[tuple[str, str]]]:
         ids = sorted({r.delivery_id for item in batch for _, r in item.checks if r.delivery_id})
-        results: dict[int, list[tuple[str, str]]] = {}
+        records: list[MessageRecord] = []
         receipts: list[tuple[Any, ...]] = []
+        owners: list[int] = []  # records[n] is a copy of batch[owners[n]]
         async with self.app.db.acquire() as conn, conn.transaction():
             tenants: dict[str, str] = {}
             if ids:
@@ -270,13 +317,14 @@ class Intake:
                 )
                 tenants = {r["id"]: r["tenant_id"] for r in rows}
             for i, item in enumerate(batch):
-                results[i] = []
                 envelope = item.envelope
                 for plan in plan_receipts(item.checks, tenants):
-                    stored = await store_message(conn, self._record(item, plan))
+                    record = self._record(item, plan)
+                    records.append(record)
+                    owners.append(i)
                     receipts.append(
                         (
-                            stored.storage_key,
+                            record.storage_key,
                             plan.tenant_id,
                             envelope.mail_from,
                             plan.rcpt_tos,
@@ -285,8 +333,11 @@ class Intake:
                             plan.delivery_ids,
                         )
                     )
-                    results[i].append((plan.tenant_id, stored.storage_key))
+            await store_messages(conn, records)
             await conn.executemany(_INSERT_RECEIPT, receipts)
+        results: list[list[tuple[str, str]]] = [[] for _ in batch]
+        for owner, record in zip(owners, records, strict=True):
+            results[owner].append((record.tenant_id, record.storage_key))
         return results
 
     @staticmethod

@@ -44,14 +44,14 @@ def _build(app: App, services: Services) -> BounceMetrics:
         rejections=Counter(
             "smtp_listener_rejections_total",
             "Bounce listener refusals by cause (relay, recipients, size, line_length, "
-            "connections, connections_per_ip, bad_address, storage).",
+            "connections, connections_per_ip, bad_address, envelope, memory, storage).",
             ["cause"],
             registry=r,
         ),
         unattributed=Counter(
             "bounces_unattributed_total",
             "Reports kept but attributed to no delivery, by cause (not_verp, malformed, "
-            "forged, unknown_delivery, no_match).",
+            "forged, unknown_delivery, postmaster, no_match, no_evidence).",
             ["cause"],
             registry=r,
         ),

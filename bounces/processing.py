@@ -1,29 +1,48 @@
 """Bounce processing: the ``queue:bounce:process`` handler (the seeds' ``processBounceJob``).
 
-Three producers speak to it:
+Four producers speak to it:
 
 * the SMTP listener: ``{tenant_id, storage_key, source: "smtp"}``; the raw message and its
   ``bounce_receipts`` row (which deliveries the VERP recipients named) are in PostgreSQL;
 * IMAP ingest, for a bounce found in a mailbox: ``{tenant_id, storage_key, message_id,
-  bounce_type, bounce_reason, recipient_email}``;
+  recipient_email}`` (the message's account is on its ``email_messages`` row);
+* delivery, for its own 5xx at send time: the ``delivery_id`` it is about;
 * the platform, in the seed's shape: ``{message_id, bounce_type, bounce_reason,
   recipient_email}`` (``tenant_id`` optional).
 
 A stored message is classified (:func:`bounces.classify.classify`, off the event loop when
 large) into one result per reported recipient; a seed payload is one result as it says.
-Each result is attributed to a delivery: by VERP token, else by the original Message-ID,
-else by recipient and a send in the last ``bounce_soft_window_days``. Mail to the listener
-is attributed by its VERP token only: without a genuine one it changes nothing but is
-kept and reported. Then, in ONE transaction per job:
 
-* ``bounce_reports`` gets a row per (report, recipient), unique by ``report_key``: the
-  same report processed twice stops here the second time and changes nothing;
+**Attribution needs evidence.** A result changes a delivery only when it proves which
+delivery it is about:
+
+* delivery's own job names its delivery (``delivery``);
+* a genuine VERP token: the listener's envelope recipient, or an address of a bounce
+  domain in the report's own recipient headers or in the returned message's headers
+  (``verp``);
+* the returned message's Message-ID (or, from a mailbox, the report's In-Reply-To) equal
+  to a delivery's, sent to the recipient the report names, and, for a mailbox, from that
+  mailbox's account (``message_id``).
+
+Anything else (a report that only names a recipient we mailed, a forged token, an
+unrelated Message-ID) is stored, classified and recorded as ``unattributed``, naming the
+recipient's latest send in the window as its ``candidate_delivery_id``, and changes no
+delivery, counter or suppression. Complaints follow the same rule.
+
+**One report counts once.** A row of ``bounce_reports`` has two identities: the stored
+message and recipient (``report_key``: the same copy processed twice), and the report
+itself (``report_identity``: delivery, recipient, action, status, reporting MTA, and the
+report's Message-ID, else its Arrival-Date, else the day it came), so the same report
+replayed under another envelope, or found both by the listener and in a mailbox, is
+recorded once: no second counter, suppression or event. Then, in ONE transaction per job:
+
 * hard bounce: delivery ``bounced`` with type, reason and status; ``bounced_hard`` + 1;
   tenant-scoped suppression. Soft: the same with ``bounced_soft``; suppressed once the
-  recipient has ``bounce_soft_limit`` soft bounces within the window. Complaint: delivery
-  ``complained``, ``complaints`` + 1, suppression. Campaign counters move only when the
-  delivery's status changes, so one delivery reported twice (listener and mailbox) counts
-  once. Delayed DSNs, auto-replies and non-bounces are recorded, never counted;
+  recipient has soft bounces on ``bounce_soft_limit`` distinct (delivery, day) pairs
+  within the window (copies and same-day repeats of one delivery count once).
+  Complaint: delivery ``complained``, ``complaints`` + 1, suppression. Campaign counters
+  move only when the delivery's status changes. Delayed DSNs, auto-replies and
+  non-bounces are recorded, never counted;
 * an ``events`` row for each report (deduplicated by the same key).
 
 A report about a delivery that does not exist is recorded as ``unattributed`` and the job
@@ -37,7 +56,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -61,6 +80,16 @@ log = logging.getLogger(__name__)
 OFF_LOOP_BYTES = 64 * 1024  # classify larger messages in a thread
 _DIAGNOSTIC_CHARS = 2000
 _VERP_IN_TEXT = re.compile(r"b\+[a-z2-7]+-[a-z2-7]+@[a-z0-9.\-]+", re.IGNORECASE)
+#: The report's own headers where a VERP return path shows which address it was sent to.
+_RECIPIENT_HEADERS = re.compile(
+    rb"^(?:to|delivered-to|x-original-to|envelope-to|x-envelope-to|x-failed-recipients|"
+    rb"original-recipient)[ \t]*:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*",
+    re.IGNORECASE | re.MULTILINE,
+)
+_REPORTING_MTA = re.compile(rb"^Reporting-MTA[ \t]*:[ \t]*([^\r\n]{1,300})", re.I | re.M)
+_ARRIVAL_DATE = re.compile(rb"^Arrival-Date[ \t]*:[ \t]*([^\r\n]{1,200})", re.I | re.M)
+_MESSAGE_ID = re.compile(rb"^Message-ID[ \t]*:[ \t]*([^\r\n]{1,998})", re.I | re.M)
+_SCAN_BYTES = 512 * 1024  # DSN fields sit near the top; never scan a huge attachment
 
 MESSAGE_TYPES = {"dsn": "bounce", "complaint": "complaint", "auto_reply": "auto_reply"}
 EVENT_TYPES = {
@@ -96,6 +125,57 @@ class BounceRequest:
     delivery_id: str | None = None
     status: str | None = None
     diagnostic: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredReport:
+    """What a stored report says about itself, besides its classification (pure: read
+    from the raw bytes and its ``email_messages`` row)."""
+
+    account_id: str | None = None  # the mailbox it was found in
+    message_id: str = ""  # the report's own Message-ID
+    reporting_mta: str = ""
+    arrival: str = ""  # its Arrival-Date
+    day: str = ""  # the UTC day it was stored
+    verp_addresses: tuple[str, ...] = ()  # bounce-domain addresses in its recipient headers
+
+
+def read_stored_report(
+    raw: bytes,
+    domains: frozenset[str],
+    *,
+    account_id: str | None = None,
+    message_id: str | None = None,
+    day: str = "",
+) -> StoredReport:
+    """The parts of a stored report that attribution and report identity need (pure)."""
+    head = raw[:_SCAN_BYTES]
+    end = head.find(b"\r\n\r\n")
+    if end < 0:
+        end = head.find(b"\n\n")
+    top = head[: end if end >= 0 else len(head)]
+    addresses: list[str] = []
+    for match in _RECIPIENT_HEADERS.finditer(top):
+        text = match.group(0).decode("utf-8", "replace")
+        for found in _VERP_IN_TEXT.finditer(text):
+            address = found.group(0).lower()
+            if address.rpartition("@")[2] in domains and address not in addresses:
+                addresses.append(address)
+    mta = _REPORTING_MTA.search(head)
+    arrival = _ARRIVAL_DATE.search(head)
+    own_id = _MESSAGE_ID.search(top)  # the same whichever producer stored the copy
+    return StoredReport(
+        account_id=account_id,
+        message_id=(_field(own_id) or message_id or "").strip().strip("<>").strip(),
+        reporting_mta=_field(mta).removeprefix("dns;").strip().lower(),
+        arrival=_field(arrival),
+        day=day,
+        verp_addresses=tuple(addresses[:10]),
+    )
+
+
+def _field(match: re.Match[bytes] | None) -> str:
+    return match.group(1).decode("utf-8", "replace").strip() if match else ""
 
 
 def parse_request(payload: BouncePayload) -> BounceRequest:
@@ -136,6 +216,34 @@ def result_from_request(request: BounceRequest) -> BounceResult:
 # -- decisions (pure) -------------------------------------------------------------------------
 
 
+_TEXT_FIELDS = (
+    "recipient",
+    "reason",
+    "status",
+    "diagnostic",
+    "remote_mta",
+    "action",
+    "original_message_id",
+    "feedback_type",
+)
+
+
+def storable(result: BounceResult) -> BounceResult:
+    """``result`` with every text PostgreSQL can hold (a NUL in a report's fields would fail
+    the job on every attempt: text and JSON cannot carry it)."""
+    changes: dict[str, Any] = {
+        name: value.replace("\x00", "\ufffd")
+        for name in _TEXT_FIELDS
+        if "\x00" in (value := getattr(result, name))
+    }
+    if any("\x00" in h or "\x00" in v for h, v in result.original_headers):
+        changes["original_headers"] = tuple(
+            (h.replace("\x00", "\ufffd"), v.replace("\x00", "\ufffd"))
+            for h, v in result.original_headers
+        )
+    return replace(result, **changes) if changes else result
+
+
 def outcome_of(result: BounceResult) -> str:
     """What a result means for its delivery."""
     if result.kind == "complaint":
@@ -171,6 +279,7 @@ class Delivery:
     campaign_id: str | None
     recipient_email: str
     message_id: str | None = None
+    email_account_id: str | None = None
 
 
 def match_deliveries(
@@ -215,6 +324,24 @@ def report_key(request: BounceRequest, result: BounceResult) -> str:
     return f"job:{digest[:40]}"
 
 
+def report_identity(delivery_id: str | None, result: BounceResult, stored: StoredReport) -> str:
+    """The identity of a report, whatever copy or envelope brought it: (delivery,
+    recipient, action, status, reporting MTA, and the report's Message-ID, else its
+    Arrival-Date, else the day it came). A replay is the same report; a new report of the
+    same failure (a new Message-ID, or another day) is a new one."""
+    parts = (
+        delivery_id or "-",
+        result.recipient.lower(),
+        result.kind,
+        result.action.lower(),
+        result.status or str(result.reply_code or ""),
+        stored.reporting_mta or result.remote_mta.lower(),
+        stored.message_id or stored.arrival or stored.day,
+    )
+    digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()
+    return f"rpt:{digest[:40]}"
+
+
 def _label(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else ("none" if not value else "other")
 
@@ -229,13 +356,19 @@ class _Report:
     result: BounceResult
     outcome: str
     delivery: Delivery | None
-    attribution: str  # delivery, verp, message_id, recipient, none
+    attribution: str  # delivery, verp, message_id, none
     cause: str = ""  # why unattributed
+    candidate: str | None = None  # unattributed: the delivery it may be about (never changed)
 
 
 def _delivery(row: asyncpg.Record) -> Delivery:
     return Delivery(
-        row["id"], row["tenant_id"], row["campaign_id"], row["recipient_email"], row["message_id"]
+        row["id"],
+        row["tenant_id"],
+        row["campaign_id"],
+        row["recipient_email"],
+        row["message_id"],
+        row["email_account_id"],
     )
 
 
@@ -273,8 +406,9 @@ class BounceProcessor:
     ) -> tuple[list[_Report], list[_Report]]:
         receipt: asyncpg.Record | None = None
         raw: bytes | None = None
+        stored: StoredReport | None = None
         if request.storage_key is not None:
-            receipt, raw = await self._load(conn, request)
+            receipt, raw, stored = await self._load(conn, request)
         if raw is not None:
             results = await self._classify(raw)
             # A mailbox producer saw a bounce the classifier does not: trust its fields.
@@ -285,11 +419,12 @@ class BounceProcessor:
             results = [result_from_request(request)]
         else:
             raise BadBounceJob(f"stored message {request.storage_key!r} not found")
-        reports = await self._attribute(conn, request, receipt, results)
+        results = [storable(r) for r in results]
+        reports = await self._attribute(conn, request, receipt, stored, results)
         fresh: list[_Report] = []
         async with conn.transaction():
             for report in reports:
-                if await self._apply(conn, request, report):
+                if await self._apply(conn, request, report, stored):
                     fresh.append(report)
             if receipt is not None:
                 await self._finish_receipt(conn, request, results)
@@ -297,19 +432,33 @@ class BounceProcessor:
 
     async def _load(
         self, conn: asyncpg.Connection, request: BounceRequest
-    ) -> tuple[asyncpg.Record | None, bytes | None]:
+    ) -> tuple[asyncpg.Record | None, bytes | None, StoredReport | None]:
         receipt = await conn.fetchrow(
             "SELECT verp_status, delivery_ids FROM bounce_receipts"
             " WHERE tenant_id = $1 AND storage_key = $2",
             request.tenant_id,
             request.storage_key,
         )
-        raw = await conn.fetchval(
-            "SELECT raw FROM email_content WHERE tenant_id = $1 AND storage_key = $2",
+        row = await conn.fetchrow(
+            "SELECT c.raw, m.email_account_id, m.message_id,"
+            " to_char(c.created AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day"
+            " FROM email_content c LEFT JOIN email_messages m"
+            " ON m.tenant_id = c.tenant_id AND m.storage_key = c.storage_key"
+            " WHERE c.tenant_id = $1 AND c.storage_key = $2",
             request.tenant_id,
             request.storage_key,
         )
-        return receipt, (bytes(raw) if raw is not None else None)
+        if row is None or row["raw"] is None:
+            return receipt, None, None
+        raw = bytes(row["raw"])
+        stored = read_stored_report(
+            raw,
+            self.domains,
+            account_id=row["email_account_id"],
+            message_id=row["message_id"],
+            day=row["day"] or "",
+        )
+        return receipt, raw, stored
 
     async def _classify(self, raw: bytes) -> list[BounceResult]:
         if len(raw) > OFF_LOOP_BYTES:
@@ -323,16 +472,21 @@ class BounceProcessor:
         conn: asyncpg.Connection,
         request: BounceRequest,
         receipt: asyncpg.Record | None,
+        stored: StoredReport | None,
         results: list[BounceResult],
     ) -> list[_Report]:
-        if receipt is not None:  # the listener: VERP or nothing
+        if receipt is not None and receipt["verp_status"] == "ok":  # the listener's token
             return await self._attribute_by_verp(conn, request, receipt, results)
+        # No token in the envelope: the report must carry its own evidence.
+        cause = receipt["verp_status"] if receipt is not None else "no_evidence"
         reports = []
         for result in results:
-            delivery, how = await self._find_delivery(conn, request, result)
-            reports.append(
-                _Report(result, outcome_of(result), delivery, how, "" if delivery else "no_match")
-            )
+            delivery, how = await self._find_delivery(conn, request, result, stored)
+            if delivery is not None:
+                reports.append(_Report(result, outcome_of(result), delivery, how))
+                continue
+            candidate = await self._candidate(conn, request, result)
+            reports.append(_Report(result, outcome_of(result), None, "none", cause, candidate))
         return reports
 
     async def _attribute_by_verp(
@@ -342,11 +496,8 @@ class BounceProcessor:
         receipt: asyncpg.Record,
         results: list[BounceResult],
     ) -> list[_Report]:
-        if receipt["verp_status"] != "ok":
-            cause = receipt["verp_status"]
-            return [_Report(r, outcome_of(r), None, "none", cause) for r in results]
         rows = await conn.fetch(
-            "SELECT id, tenant_id, campaign_id, recipient_email, message_id"
+            "SELECT id, tenant_id, campaign_id, recipient_email, message_id, email_account_id"
             " FROM email_deliveries"
             " WHERE tenant_id = $1 AND id = ANY($2::text[])",
             request.tenant_id,
@@ -360,44 +511,70 @@ class BounceProcessor:
             for r, d in zip(results, paired, strict=True)
         ]
 
-    async def _find_delivery(
-        self, conn: asyncpg.Connection, request: BounceRequest, result: BounceResult
-    ) -> tuple[Delivery | None, str]:
+    def _real_tenant(self, request: BounceRequest) -> str | None:
+        """The tenant a look-up is scoped to (None: any, for an unattributed copy or a
+        seed payload without one; the ids looked up are global and unguessable)."""
         tenant = request.tenant_id
+        return None if tenant in (None, UNATTRIBUTED_TENANT) else tenant
+
+    async def _find_delivery(
+        self,
+        conn: asyncpg.Connection,
+        request: BounceRequest,
+        result: BounceResult,
+        stored: StoredReport | None,
+    ) -> tuple[Delivery | None, str]:
+        """The delivery a result proves it is about, and how; (None, "none") without
+        evidence. The recipient alone is never evidence (see :meth:`_candidate`)."""
+        tenant = self._real_tenant(request)
         if request.delivery_id is not None and tenant is not None:
             # Delivery's own 5xx at send time: the job names its delivery.
             row = await conn.fetchrow(
-                "SELECT id, tenant_id, campaign_id, recipient_email, message_id"
-                " FROM email_deliveries WHERE tenant_id = $1 AND id = $2",
+                "SELECT id, tenant_id, campaign_id, recipient_email, message_id, email_account_id"
+                " FROM email_deliveries"
+                " WHERE tenant_id = $1 AND id = $2",
                 tenant,
                 request.delivery_id,
             )
             return (_delivery(row), "delivery") if row is not None else (None, "none")
-        for header, value in result.original_headers:
-            if header.lower() in ("return-path", "sender", "x-original-sender", "from"):
-                found = await self._by_verp_text(conn, tenant, value)
-                if found is not None:
-                    return found, "verp"
+        texts = list(stored.verp_addresses) if stored is not None else []
+        texts += [
+            value
+            for header, value in result.original_headers
+            if header.lower() in ("return-path", "sender", "x-original-sender", "from")
+        ]
+        for text in texts:
+            found = await self._by_verp_text(conn, tenant, text)
+            if found is not None:
+                return found, "verp"
+        recipient = (result.recipient or request.recipient_email or "").lower()
+        account = stored.account_id if stored is not None else None
         for mid in (result.original_message_id, request.message_id):
             if mid:
-                found = await self._by_message_id(conn, tenant, mid)
+                found = await self._by_message_id(conn, tenant, mid, recipient, account)
                 if found is not None:
                     return found, "message_id"
-        email = result.recipient or request.recipient_email
-        if email and tenant is not None:
-            row = await conn.fetchrow(
-                "SELECT id, tenant_id, campaign_id, recipient_email, message_id"
-                " FROM email_deliveries"
-                " WHERE tenant_id = $1 AND lower(recipient_email) = lower($2)"
-                " AND sent_at > now() - make_interval(days => $3)"
-                " ORDER BY sent_at DESC LIMIT 1",
-                tenant,
-                email,
-                self.settings.bounce_soft_window_days,
-            )
-            if row is not None:
-                return _delivery(row), "recipient"
         return None, "none"
+
+    async def _candidate(
+        self, conn: asyncpg.Connection, request: BounceRequest, result: BounceResult
+    ) -> str | None:
+        """The recipient's latest send in the window: named on an unattributed report for
+        the operator, never changed (anyone can send a report naming a recipient)."""
+        tenant = self._real_tenant(request)
+        email = result.recipient or request.recipient_email
+        if not email or tenant is None:
+            return None
+        found: str | None = await conn.fetchval(
+            "SELECT id FROM email_deliveries"
+            " WHERE tenant_id = $1 AND lower(recipient_email) = lower($2)"
+            " AND sent_at > now() - make_interval(days => $3)"
+            " ORDER BY sent_at DESC LIMIT 1",
+            tenant,
+            email,
+            self.settings.bounce_soft_window_days,
+        )
+        return found
 
     async def _by_verp_text(
         self, conn: asyncpg.Connection, tenant: str | None, text: str
@@ -410,7 +587,7 @@ class BounceProcessor:
             if verified.delivery_id is None:
                 continue
             row = await conn.fetchrow(
-                "SELECT id, tenant_id, campaign_id, recipient_email, message_id"
+                "SELECT id, tenant_id, campaign_id, recipient_email, message_id, email_account_id"
                 " FROM email_deliveries WHERE id = $1",
                 verified.delivery_id,
             )
@@ -419,45 +596,65 @@ class BounceProcessor:
         return None
 
     async def _by_message_id(
-        self, conn: asyncpg.Connection, tenant: str | None, message_id: str
+        self,
+        conn: asyncpg.Connection,
+        tenant: str | None,
+        message_id: str,
+        recipient: str,
+        account: str | None,
     ) -> Delivery | None:
+        """The one delivery with this Message-ID, sent to ``recipient`` (when the report
+        names one) from ``account`` (when the report was found in a mailbox)."""
         bare = message_id.strip().strip("<>")
+        if not bare:
+            return None
         candidates = [bare, f"<{bare}>"]
-        if tenant is not None:
-            rows = await conn.fetch(
-                "SELECT id, tenant_id, campaign_id, recipient_email, message_id"
-                " FROM email_deliveries"
-                " WHERE tenant_id = $1 AND message_id = ANY($2::text[]) LIMIT 2",
-                tenant,
-                candidates,
-            )
-        else:  # the seed's payload has no tenant: a Message-ID is unique across tenants
-            rows = await conn.fetch(
-                "SELECT id, tenant_id, campaign_id, recipient_email, message_id"
-                " FROM email_deliveries"
-                " WHERE message_id = ANY($1::text[]) LIMIT 2",
-                candidates,
-            )
-        return _delivery(rows[0]) if len(rows) == 1 else None
+        rows = await conn.fetch(
+            "SELECT id, tenant_id, campaign_id, recipient_email, message_id, email_account_id"
+            " FROM email_deliveries"
+            " WHERE message_id = ANY($1::text[]) AND ($2::text IS NULL OR tenant_id = $2)"
+            " LIMIT 2",
+            candidates,
+            tenant,
+        )
+        if len(rows) != 1:
+            return None
+        found = _delivery(rows[0])
+        if recipient and found.recipient_email.lower() != recipient:
+            return None
+        if account is not None and found.email_account_id not in (None, account):
+            return None
+        return found
 
     # -- effects --------------------------------------------------------------------------
 
     async def _apply(
-        self, conn: asyncpg.Connection, request: BounceRequest, report: _Report
+        self,
+        conn: asyncpg.Connection,
+        request: BounceRequest,
+        report: _Report,
+        stored: StoredReport | None,
     ) -> bool:
-        """Record one report and its effects; False when it had been recorded before."""
+        """Record one report and its effects; False when it had been recorded before (this
+        copy, or the same report in another copy)."""
         result, delivery = report.result, report.delivery
         outcome = report.outcome if delivery is not None else "unattributed"
         tenant = delivery.tenant_id if delivery else (request.tenant_id or UNATTRIBUTED_TENANT)
         recipient = (delivery.recipient_email if delivery else result.recipient).lower() or None
         key = report_key(request, result)
+        identity = (
+            report_identity(delivery.id if delivery else None, result, stored)
+            if stored is not None
+            else None
+        )
+        # No conflict target: either identity (report_key, report_identity) makes it a no-op.
         inserted = await conn.fetchval(
             """
             INSERT INTO bounce_reports (tenant_id, report_key, source, storage_key, delivery_id,
                 campaign_id, recipient_email, kind, action, outcome, attribution, bounce_type,
-                reason, status, diagnostic)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-            ON CONFLICT (tenant_id, report_key) DO NOTHING RETURNING id
+                reason, status, diagnostic, report_identity, candidate_delivery_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+            ON CONFLICT DO NOTHING RETURNING id
             """,
             tenant,
             key,
@@ -474,6 +671,8 @@ class BounceProcessor:
             result.reason or None,
             result.status or None,
             (result.diagnostic or "")[:_DIAGNOSTIC_CHARS] or None,
+            identity,
+            report.candidate,
         )
         if inserted is None:
             return False
@@ -543,9 +742,19 @@ class BounceProcessor:
             )
 
     async def _soft_count(self, conn: asyncpg.Connection, delivery: Delivery) -> int:
+        """Distinct (delivery, day) pairs with a soft bounce of this recipient in the
+        window: copies of one report, or one delivery reported again the same day, count
+        once; another send, or the same one failing again on another day, counts again.
+        Counted under a per-recipient lock (held to the commit), so two reports processed
+        at once each see the other's row, whichever commits first."""
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('bounce-soft-count'), hashtext($1))",
+            f"{delivery.tenant_id}/{delivery.recipient_email.lower()}",
+        )
         count = await conn.fetchval(
-            "SELECT count(*) FROM bounce_reports WHERE tenant_id = $1 AND recipient_email = $2"
-            " AND outcome = 'bounced_soft'"
+            "SELECT count(DISTINCT (delivery_id, (created_at AT TIME ZONE 'UTC')::date))"
+            " FROM bounce_reports WHERE tenant_id = $1 AND recipient_email = $2"
+            " AND outcome = 'bounced_soft' AND delivery_id IS NOT NULL"
             " AND created_at > now() - make_interval(days => $3)",
             delivery.tenant_id,
             delivery.recipient_email.lower(),
@@ -623,6 +832,7 @@ def _event_payload(request: BounceRequest, report: _Report, outcome: str) -> dic
         "feedback_type": result.feedback_type or None,
         "attribution": report.attribution,
         "unattributed_cause": report.cause or None,
+        "candidate_delivery_id": report.candidate,
     }
 
 

@@ -7,8 +7,15 @@ connections one address may hold, and how the DATA phase is read (dot-unstuffing
 and the end-of-data rule that makes SMTP smuggling impossible: only ``CRLF . CRLF`` ends a
 message, so a bare ``LF . LF`` or ``CR . CR`` inside it stays message content).
 
-State lifetimes: :class:`ConnectionGate` lives as long as the listener, one
-:class:`DataReader` per DATA command.
+It also decides who may hold how much memory: :class:`MemoryBudget` shares a global
+budget of in-flight message bytes fairly (a share per client address, a slice kept for small
+messages), so a flood of large messages from a few addresses never starves a small DSN from
+another, and which envelope addresses can be stored at all (:func:`storable_address`: no
+NUL, valid UTF-8), so a message that could never be committed is refused at its command
+instead of with a 4xx after its data.
+
+State lifetimes: :class:`ConnectionGate` and :class:`MemoryBudget` live as long as the
+listener, one :class:`Holding` and one :class:`DataReader` per DATA command.
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ class Replies:
     RCPT_OK = "250 2.1.5 OK"
     RELAY_DENIED = "550 5.7.1 Relaying denied: this server only accepts bounces for its domains"
     BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
+    BAD_SENDER_BYTES = "553 5.1.7 Sender address cannot be stored (NUL or not UTF-8)"
+    BAD_RCPT_BYTES = "553 5.1.3 Recipient address cannot be stored (NUL or not UTF-8)"
+    NO_MEMORY = "452 4.3.1 Insufficient system resources, try again later"
+    BUSY = "421 4.3.1 Insufficient system resources, try again later"
+    IDLE = "421 4.4.2 Idle for too long, closing connection"
     TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
     TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
     LINE_TOO_LONG = "500 5.5.2 Line too long"
@@ -50,6 +62,7 @@ class Limits:
     max_line_bytes: int = 8192
     max_connections: int = 1000
     max_connections_per_ip: int = 50
+    memory_budget_bytes: int = 256 * 1024 * 1024
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -59,6 +72,7 @@ class Limits:
             max_line_bytes=settings.smtp_max_line_bytes,
             max_connections=settings.smtp_max_connections,
             max_connections_per_ip=settings.smtp_max_connections_per_ip,
+            memory_budget_bytes=settings.smtp_memory_budget_bytes,
         )
 
 
@@ -95,6 +109,28 @@ ACCEPT = Decision()
 _SIZE_PARAM = re.compile(r"(?:^|\s)SIZE=(\d{1,20})(?:\s|$)", re.IGNORECASE)
 
 
+def storable_address(address: str) -> bool:
+    """True when PostgreSQL can hold ``address`` as text: no NUL, and valid UTF-8 (aiosmtpd
+    hands undecodable bytes over as lone surrogates). With or without SMTPUTF8: an address
+    that cannot be stored is refused at its command, never with a 451 after DATA."""
+    if "\x00" in address:
+        return False
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_postmaster(address: str, domains: frozenset[str]) -> bool:
+    """A bare ``postmaster`` (RFC 5321 4.5.1: always accepted) or ``postmaster@`` a bounce
+    domain."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        return address.strip().lower() == "postmaster"
+    return local.lower() == "postmaster" and domain.lower().rstrip(".") in domains
+
+
 class RecipientPolicy:
     """Which envelope recipients the listener takes."""
 
@@ -102,13 +138,23 @@ class RecipientPolicy:
         self.domains = frozenset(d.lower().rstrip(".") for d in domains)
         self.limits = limits
 
+    def check_mail(self, address: str) -> Decision:
+        """The envelope sender: anything storable (the null sender included)."""
+        if not storable_address(address):
+            return Decision(Replies.BAD_SENDER_BYTES, "envelope")
+        return ACCEPT
+
     def check_rcpt(self, address: str, accepted_so_far: int) -> Decision:
-        """Only addresses of the bounce domains, at most ``max_recipients`` per message."""
-        local, at, domain = address.strip().rpartition("@")
-        if not at or not local or not domain:
-            return Decision(Replies.BAD_ADDRESS, "bad_address")
-        if domain.lower().rstrip(".") not in self.domains:
-            return Decision(Replies.RELAY_DENIED, "relay")
+        """Only addresses of the bounce domains (and a bare ``postmaster``), at most
+        ``max_recipients`` per message."""
+        if not storable_address(address):
+            return Decision(Replies.BAD_RCPT_BYTES, "envelope")
+        if not is_postmaster(address, self.domains):
+            local, at, domain = address.strip().rpartition("@")
+            if not at or not local or not domain:
+                return Decision(Replies.BAD_ADDRESS, "bad_address")
+            if domain.lower().rstrip(".") not in self.domains:
+                return Decision(Replies.RELAY_DENIED, "relay")
         if accepted_so_far >= self.limits.max_recipients:
             return Decision(Replies.TOO_MANY_RECIPIENTS, "recipients")
         return ACCEPT
@@ -148,6 +194,114 @@ class ConnectionGate:
         self.total = max(0, self.total - 1)
 
 
+#: A message is "small" while it holds fewer bytes than this: small messages may use the
+#: budget's reserved slice (DSNs are a few KB; a flood of large messages cannot take it).
+SMALL_MESSAGE_BYTES = 64 * 1024
+#: With less than this left (the size of a typical DSN), the budget counts as used up.
+_EXHAUSTED_BELOW = 16 * 1024
+
+
+@dataclass
+class Holding:
+    """The bytes one message holds of a :class:`MemoryBudget` (one per DATA command)."""
+
+    budget: MemoryBudget
+    ip: str
+    held: int = 0
+    reserved: int = 0  # the part of ``held`` drawn from the small-message slice
+
+    def grow(self, n: int) -> bool:
+        """Take ``n`` more bytes; False (nothing taken) when the budget says no."""
+        return self.budget.grow(self, n)
+
+    def release(self) -> None:
+        """Give back everything held (idempotent)."""
+        self.budget.release(self)
+
+
+class MemoryBudget:
+    """The in-flight message bytes of the whole listener, shared fairly.
+
+    ``total`` bytes in all, of which ``small_reserve`` only messages still under
+    :data:`SMALL_MESSAGE_BYTES` may use (they take the common part first); one client address
+    holds at most ``per_ip``. A message that would pass a limit is refused (452 4.3.1 after
+    its data; the data is read to its end and dropped); with the whole budget in use, new
+    connections get 421. Defaults from the total: a quarter per address (at least one
+    message of ``max_message_bytes``, so the largest message can always pass alone), an
+    eighth kept for small messages.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        per_ip: int | None = None,
+        small_reserve: int | None = None,
+        max_message_bytes: int = 0,
+    ):
+        self.total = total
+        self.small_reserve = total // 8 if small_reserve is None else small_reserve
+        self.common = total - self.small_reserve
+        self.per_ip = (
+            per_ip if per_ip is not None else max(total // 4, min(max_message_bytes, self.common))
+        )
+        self.common_used = 0
+        self.reserve_used = 0
+        self.by_ip: Counter[str] = Counter()
+        self.refused = 0
+        self.peak = 0
+
+    @property
+    def used(self) -> int:
+        return self.common_used + self.reserve_used
+
+    @property
+    def exhausted(self) -> bool:
+        """Not even a small DSN's worth left, the small-message slice included (421 at
+        connect)."""
+        return self.total - self.used < _EXHAUSTED_BELOW
+
+    def hold(self, ip: str) -> Holding:
+        return Holding(self, ip)
+
+    def grow(self, h: Holding, n: int) -> bool:
+        if self.by_ip[h.ip] + n > self.per_ip:
+            self.refused += 1
+            return False
+        if h.held + n < SMALL_MESSAGE_BYTES:
+            if self.common_used + n <= self.common:
+                self.common_used += n
+            elif self.reserve_used + n <= self.small_reserve:
+                self.reserve_used += n
+                h.reserved += n
+            else:
+                self.refused += 1
+                return False
+        else:  # a large message: all of it from the common part
+            if self.common_used + h.reserved + n > self.common:
+                self.refused += 1
+                return False
+            self.reserve_used -= h.reserved
+            self.common_used += h.reserved + n
+            h.reserved = 0
+        h.held += n
+        self.by_ip[h.ip] += n
+        self.peak = max(self.peak, self.used)
+        return True
+
+    def release(self, h: Holding) -> None:
+        if not h.held:
+            return
+        self.reserve_used -= h.reserved
+        self.common_used -= h.held - h.reserved
+        left = self.by_ip[h.ip] - h.held
+        if left > 0:
+            self.by_ip[h.ip] = left
+        else:
+            self.by_ip.pop(h.ip, None)
+        h.held = h.reserved = 0
+
+
 class DataReader:
     """The DATA phase of one transaction, fed what the stream gives.
 
@@ -156,46 +310,83 @@ class DataReader:
     none. :meth:`feed` returns True once the data ends: ``.`` CRLF at the start of a line,
     that is after CRLF (or as the very first line). A bare LF or CR never starts a line,
     so ``\n.\n``, ``\r.\r`` and the like are message content, never a boundary (SMTP
-    smuggling). Reading in pieces instead of lines keeps the per-message work in C (``find``,
-    ``split``, ``replace``) whatever the line count. Over the size limit the data is still
-    read to its end (RFC 5321 4.2.5: reply after the data) but no longer kept.
+    smuggling).
+
+    Each piece is processed as it comes, whole lines at a time (the unfinished last line
+    waits for the next piece): line lengths checked and dot-stuffing undone per block, in C
+    (``split``, ``replace``), and the result appended to ONE buffer, charged to
+    ``holding`` (the listener's :class:`MemoryBudget`) before it is kept. So a message is
+    held once, never as a list of lines or a second unstuffed copy. Over a limit (size, line
+    length, memory) the data is still read to its end (RFC 5321 4.2.5: reply after the data)
+    but no longer kept, and what was kept is given back at once.
     """
 
-    def __init__(self, max_bytes: int, max_line_bytes: int):
+    def __init__(self, max_bytes: int, max_line_bytes: int, holding: Holding | None = None):
         self.max_bytes = max_bytes
         self.max_line_bytes = max_line_bytes
+        self.holding = holding
         self.size = 0
         self.error: Decision | None = None
         self._data = bytearray()
+        self._partial = b""  # the unfinished last line (shorter than max_line_bytes)
         self._tail = b""  # the last 5 bytes seen: a terminator may span two pieces
 
     def feed(self, chunk: bytes) -> bool:
         self.size += len(chunk)
         self._tail = (self._tail + chunk[-5:])[-5:]
-        if self.error is None:
-            self._data += chunk
-            if len(self._data) > self.max_bytes + 3:  # + the terminator
-                self.error = Decision(Replies.TOO_BIG, "size")
-                self._data = bytearray()
         tail = self._tail
-        return tail.endswith(b".\r\n") and (self.size == 3 or tail[-5:-3] == b"\r\n")
+        ended = tail.endswith(b".\r\n") and (self.size == 3 or tail[-5:-3] == b"\r\n")
+        if self.error is None:
+            if self.size > self.max_bytes + 3:  # + the terminator
+                self._fail(Decision(Replies.TOO_BIG, "size"))
+            else:
+                self._take(chunk, ended)
+        return ended
+
+    def _take(self, chunk: bytes, ended: bool) -> None:
+        block = self._partial + chunk if self._partial else chunk
+        if ended:
+            block, self._partial = block[:-3], b""  # whole lines (or nothing) before ".CRLF"
+        else:
+            found = block.rfind(b"\r\n")
+            cut = found + 2 if found >= 0 else 0
+            block, self._partial = block[:cut], block[cut:]
+            # A CR at the end may be the first half of the line's CRLF.
+            if len(self._partial) - self._partial.endswith(b"\r") + 2 > self.max_line_bytes:
+                self._fail(Decision(Replies.LINE_TOO_LONG, "line_length"))
+                return
+        if not block:
+            return
+        if max(map(len, block.split(b"\r\n"))) + 2 > self.max_line_bytes:
+            self._fail(Decision(Replies.LINE_TOO_LONG, "line_length"))
+            return
+        # Transparency (RFC 5321 4.5.2): a block always starts at the start of a line.
+        if block[:1] == b".":
+            block = block[1:]
+        block = block.replace(b"\r\n.", b"\r\n")
+        if self.holding is not None and not self.holding.grow(len(block)):
+            self._fail(Decision(Replies.NO_MEMORY, "memory"))
+            return
+        self._data += block
+
+    def _fail(self, error: Decision) -> None:
+        self.error = error
+        self._data = bytearray()
+        self._partial = b""
+        if self.holding is not None:
+            self.holding.release()
 
     def finish(self) -> bytes:
         """The message as the sender meant it (dot-unstuffed, line endings untouched),
-        or ``b""`` with :attr:`error` set."""
+        or ``b""`` with :attr:`error` set. The bytes stay charged to the holding."""
         if self.error is not None:
             return b""
-        data = bytes(self._data[:-3])
+        data = bytes(self._data)
         self._data = bytearray()
         if len(data) > self.max_bytes:
-            self.error = Decision(Replies.TOO_BIG, "size")
+            self._fail(Decision(Replies.TOO_BIG, "size"))
             return b""
-        if data and max(map(len, data.split(b"\r\n"))) + 2 > self.max_line_bytes:
-            self.error = Decision(Replies.LINE_TOO_LONG, "line_length")
-            return b""
-        if data.startswith(b"."):  # transparency (RFC 5321 4.5.2)
-            data = data[1:]
-        return data.replace(b"\r\n.", b"\r\n")
+        return data
 
 
 def dedupe_key(mail_from: str, rcpt_tos: list[str] | tuple[str, ...], raw: bytes) -> str:

@@ -77,22 +77,27 @@ def parse_domain_limits(text: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def load_file_keys(spec: str) -> dict[str, list[DkimKey]]:
-    """``domain:selector:/path.pem,...`` → parsed keys by domain (read once, at start)."""
-    keys: dict[str, list[DkimKey]] = {}
+def load_file_keys(spec: str) -> dict[tuple[str, str], list[DkimKey]]:
+    """``tenant:domain:selector:/path.pem,...`` → parsed keys by (tenant, domain), read
+    once, at start. A file key is bound to the one tenant whose mail it signs (issue 16):
+    it is never used for another tenant's mail, even from the same domain."""
+    keys: dict[tuple[str, str], list[DkimKey]] = {}
     for item in spec.split(","):
         if not item.strip():
             continue
-        parts = item.strip().split(":", 2)
-        if len(parts) != 3:
-            raise DkimKeyError(f"delivery_dkim_keys entry {item!r} is not domain:selector:path")
-        domain, selector, path = parts
+        parts = item.strip().split(":", 3)
+        if len(parts) != 4 or not parts[0].strip() or "." not in parts[1]:
+            raise DkimKeyError(
+                f"delivery_dkim_keys entry {item!r} is not tenant:domain:selector:path "
+                "(a key file is bound to the tenant whose mail it signs)"
+            )
+        tenant, domain, selector, path = parts
         try:
             pem = Path(path).read_bytes()
         except OSError as exc:
             raise DkimKeyError(f"DKIM key file {path}: {exc.strerror}") from None
         key = DkimKey.from_pem(domain.strip().lower(), selector.strip(), pem)
-        keys.setdefault(key.domain, []).append(key)
+        keys.setdefault((tenant.strip(), key.domain), []).append(key)
     return keys
 
 
@@ -191,6 +196,7 @@ class Sender:
         variables.update(request.variables)
         content = self.renderer.render(template.subject, template.html, template.text, variables)
         from_email = (campaign.from_email if campaign else None) or account.address
+        await self.check_from_domain(tenant, account, from_email)
         new = NewDelivery(
             tenant_id=tenant,
             idempotency_key=job.idempotency_key or job.id,
@@ -476,9 +482,25 @@ class Sender:
             "--smtp-host HOST; or configure MAILGATE_DELIVERY_RELAY)"
         )
 
+    async def check_from_domain(self, tenant: str, account: Account, from_email: str) -> None:
+        """A tenant sends only From domains it owns: its sending account's own domain, or
+        one registered (and verified) for it in ``tenant_domains``. Anything else is a
+        permanent :class:`PayloadError` (issue 16: no tenant sends as another's domain)."""
+        domain = domain_of(from_email)
+        if domain and domain == domain_of(account.address):
+            return
+        if domain in await self.contexts.tenant_domains(tenant):
+            return
+        raise PayloadError(
+            f"From domain {domain!r} does not belong to tenant {tenant!r} (send from the "
+            f"account's own domain, or register the domain for the tenant: a verified row "
+            "in tenant_domains)"
+        )
+
     async def keys_for(self, tenant: str, domain: str) -> list[DkimKey]:
-        """File keys for the domain plus the tenant's keys from the database (parsed once)."""
-        keys = list(self.file_keys.get(domain, ()))
+        """The tenant's own keys for the domain: file keys bound to this tenant plus its
+        keys from the database (parsed once). Never another tenant's key."""
+        keys = list(self.file_keys.get((tenant, domain), ()))
         for selector, sealed in await self.contexts.dkim_keys(tenant, domain):
             key = self._db_keys.get(sealed)
             if key is None:

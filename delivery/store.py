@@ -209,6 +209,19 @@ class ContextStore:
 
         return await self._cache.get(("dkim", tenant, domain), load)
 
+    async def tenant_domains(self, tenant: str) -> frozenset[str]:
+        """The verified From domains of ``tenant`` (``tenant_domains``; issue 16)."""
+
+        async def load() -> frozenset[str]:
+            rows = await self.pool.fetch(
+                "SELECT domain FROM tenant_domains"
+                " WHERE tenant_id = $1 AND verified_at IS NOT NULL",
+                tenant,
+            )
+            return frozenset(r["domain"] for r in rows)
+
+        return await self._cache.get(("domains", tenant), load)
+
     async def contact(self, tenant: str, contact_id: str | None, email: str) -> Contact | None:
         """The contact by id, else by address (case-insensitive); batched with others."""
         return await self._contacts.submit((tenant, contact_id, email))

@@ -576,9 +576,9 @@ class Settings(BaseSettings):
     delivery_dkim_keys: str = Field(
         default="",
         max_length=10000,
-        description="DKIM keys from files, 'domain:selector:/path/key.pem' comma-separated "
-        "(RSA or Ed25519 PKCS#8/PKCS#1 PEM). Keys in the dkim_keys table (encrypted) are "
-        "used as well.",
+        description="DKIM keys from files, 'tenant:domain:selector:/path/key.pem' "
+        "comma-separated (RSA or Ed25519 PKCS#8/PKCS#1 PEM); a key signs only the named "
+        "tenant's mail. The tenant's keys in the dkim_keys table (encrypted) are used as well.",
     )
     delivery_dkim_signer_process: bool = Field(
         default=True,
@@ -631,6 +631,25 @@ class Settings(BaseSettings):
         le=60000,
         description="Milliseconds a WAIT for redis_wait_replicas may take before the worker "
         "goes on regardless (and logs it) (10-60000).",
+    )
+
+    # -- bounce listener under hostile load (issue 16) -----------------------------------
+    smtp_memory_budget_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=64 * 1024 * 1024 * 1024,
+        description="Message bytes the bounce listener holds in memory at once, all sessions "
+        "together; a message that would pass it gets 452 4.3.1 after its data, and with all "
+        "of it in use new connections get 421. One client address holds at most a quarter "
+        "(at least one smtp_max_message_bytes) and an eighth is kept for messages under "
+        "64 KB, so a flood of large messages never starves a small DSN (1 MB-64 GB).",
+    )
+    smtp_commit_batch_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="Bytes of messages one group commit of the bounce listener stores at "
+        "most (besides 64 messages); a larger message commits alone (64 KB-1 GB).",
     )
 
     # -- embedded servers ------------------------------------------------------------------

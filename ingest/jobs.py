@@ -110,6 +110,17 @@ async def handle_incoming_email(
 ) -> dict[str, Any]:
     record = record_from_payload(job, payload)
     async with app.db.acquire() as conn:
+        if record.email_account_id is not None:
+            # An account of another tenant is refused (issue 16); an account this host does
+            # not know (the platform's own) is stored as named.
+            owner = await conn.fetchval(
+                "SELECT tenant_id FROM email_accounts WHERE id = $1", record.email_account_id
+            )
+            if owner is not None and owner != record.tenant_id:
+                raise PermanentJobError(
+                    f"payload.email_account_id {record.email_account_id!r} belongs to "
+                    "another tenant"
+                )
         result = await store_message(conn, record)
     return {
         "success": True,

@@ -11,22 +11,51 @@ too slow or unsafe for a flood of bounces.
   ``inspect.getmembers()`` over every new connection object to find its ``smtp_*`` and
   ``auth_*`` methods (~50 us of ~80 us of a connection's set-up);
 * public names for the rest of what a subclass needs: resetting the idle timer, ending the
-  DATA state, writing a raw reply line, and hearing about the idle timeout.
+  DATA state, writing a raw reply line, and hearing about the idle timeout;
+* :class:`FastHandler`, a base for the handler object that answers the same introspection
+  once per class: ``SMTP.__init__`` also runs ``inspect.getmembers()`` and ``dir()`` over
+  the handler, and ``inspect.signature()`` over its ``handle_EHLO``, for every connection
+  (~60 us of a connection's set-up here).
 
 Internals touched (checked by tests/gateway/test_compat.py): ``SMTP._reader``,
 ``SMTP._writer``, ``SMTP._reset_timeout``, ``SMTP._set_post_data_state``,
-``SMTP._timeout_cb``, and ``SMTP.__init__``'s introspection through ``dir()``.
+``SMTP._timeout_cb``, and ``SMTP.__init__``'s introspection through ``dir()`` (of the
+protocol and of the handler) and ``inspect.signature()`` (of ``handle_EHLO``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
 from gateway.compat import require
 
 VERSION = require("aiosmtpd", ("1.4.",))
+
+
+class FastHandler:
+    """Base of an aiosmtpd handler whose introspection is answered once per class: ``dir()``
+    lists only its ``handle_*`` and ``auth_*`` methods, and ``handle_EHLO`` carries its
+    signature (what ``SMTP.__init__`` reads on every connection)."""
+
+    _introspected: list[str] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._introspected = None
+        ehlo = cls.__dict__.get("handle_EHLO")
+        if ehlo is not None:
+            ehlo.__signature__ = inspect.signature(ehlo)
+
+    def __dir__(self) -> list[str]:
+        cls = type(self)
+        if cls._introspected is None:
+            names = object.__dir__(self)
+            cls._introspected = [n for n in names if n.startswith(("handle_", "auth_"))]
+        return list(cls._introspected)
 
 
 class FastSMTP(SMTP):

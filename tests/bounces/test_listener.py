@@ -436,8 +436,8 @@ async def test_internal_errors_never_reach_the_peer(
 
 
 async def test_connections_per_ip_and_idle_timeout(app: App, start_listener: StartListener) -> None:
-    """The third connection from one address gets 421 4.7.0; an idle session is closed
-    after smtp_idle_timeout_s and its slot comes back."""
+    """The third connection from one address gets 421 4.7.0; an idle session is told 421
+    4.4.2 and closed after smtp_idle_timeout_s, and its slot comes back."""
     listener = await start_listener(smtp_max_connections_per_ip=2, smtp_idle_timeout_s=0.5)
     first, g1 = await RawSmtp.open(listener.port)
     second, g2 = await RawSmtp.open(listener.port)
@@ -446,8 +446,9 @@ async def test_connections_per_ip_and_idle_timeout(app: App, start_listener: Sta
     assert g3.startswith("421 4.7.0"), g3
     await third.close()
     async with asyncio.timeout(10):
-        assert await first.reader.read() == b""  # closed for idleness
-        assert await second.reader.read() == b""
+        # Told why, then closed for idleness.
+        assert await first.reader.read() == (Replies.IDLE + "\r\n").encode()
+        assert await second.reader.read() == (Replies.IDLE + "\r\n").encode()
     await first.close()
     await second.close()
     await wait_for(lambda: _async(listener.gate.total == 0))

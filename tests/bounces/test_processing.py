@@ -461,16 +461,27 @@ async def test_mailbox_bounce_attributed_by_message_id(app: App, run_jobs: Any) 
     assert (report["attribution"], report["source"]) == ("message_id", "mailbox")
 
 
-async def test_recipient_and_recent_send_attribution(app: App, run_jobs: Any) -> None:
-    """Without VERP or a known Message-ID, the recipient's most recent send is used."""
+async def test_recipient_alone_only_names_a_candidate(app: App, run_jobs: Any) -> None:
+    """Without VERP or a matching Message-ID, a report naming a recipient we mailed changes
+    nothing: it is recorded unattributed with the recipient's latest send as candidate."""
     await add_delivery(app, "r1", recipient="late@rcpt.test")
     await push(
         app,
         {"tenant_id": "t1", "bounce_type": "soft", "recipient_email": "LATE@rcpt.test"},
     )
     await run_jobs()
-    assert (await delivery(app, "r1"))["bounce_type"] == "soft"
-    assert await app.db.fetchval("SELECT attribution FROM bounce_reports") == "recipient"
+    row = await delivery(app, "r1")
+    assert (row["status"], row["bounce_type"]) == ("sent", None)
+    report = await app.db.fetchrow("SELECT * FROM bounce_reports")
+    assert (report["outcome"], report["attribution"], report["candidate_delivery_id"]) == (
+        "unattributed",
+        "none",
+        "r1",
+    )
+    event = await app.db.fetchrow("SELECT type, payload FROM events")
+    assert event["type"] == "bounce.unattributed"
+    assert event["payload"]["candidate_delivery_id"] == "r1"
+    assert counter(app, "bounces_unattributed_total", cause="no_evidence") == 1
 
 
 async def test_tenant_scoping(app: App, run_jobs: Any) -> None:

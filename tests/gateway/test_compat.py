@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import aioimaplib
 import dkim
@@ -71,6 +72,31 @@ def test_aiosmtpd_internals_exist() -> None:
     names = dir(object.__new__(smtp_seam.FastSMTP))
     assert "smtp_DATA" in names and "auth_LOGIN" in names
     assert all(n.startswith(("smtp_", "auth_")) for n in names)
+
+
+def test_aiosmtpd_handler_introspection_is_cached_and_still_works() -> None:
+    """A FastHandler lists only its hooks to dir(), carries handle_EHLO's signature, and
+    aiosmtpd's SMTP still finds its hooks and takes the 5-argument EHLO form."""
+
+    class Hooks(smtp_seam.FastHandler):
+        async def handle_EHLO(
+            self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+        ) -> list[str]:
+            return responses
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            return "250 OK"
+
+    hooks = Hooks()
+    assert dir(hooks) == ["handle_DATA", "handle_EHLO"]
+    assert "__signature__" in vars(Hooks.handle_EHLO)
+    loop = asyncio.new_event_loop()
+    try:
+        server = SMTP(hooks, hostname="h.test", loop=loop)
+    finally:
+        loop.close()
+    assert set(server._handle_hooks) == {"DATA", "EHLO"}
+    assert server._ehlo_hook_ver == "new"
 
 
 def test_dkimpy_pieces_exist_and_round_trip() -> None:
