@@ -144,6 +144,10 @@ def lines_of(read: Callable[[], bytes]) -> Iterator[str]:
             raise ImportFileError(
                 f"the file is not UTF-8 text (near line {line_no}; save it as UTF-8 CSV)"
             ) from None
+        if "\x00" in text:
+            raise ImportFileError(
+                f"the file has NUL bytes near line {line_no}: it is not a CSV text file"
+            )
         if not chunk:
             if carry:
                 yield carry

@@ -36,7 +36,6 @@ from gateway.jobs.keys import job_key
 log = logging.getLogger(__name__)
 
 PUSH_BATCH: Final = 2000
-COMPLETE_POLL_S: Final = 10.0
 FINAL_STATUSES: Final = ("sent", "failed", "bounced", "suppressed", "expired", "complained")
 STOPPED: Final = ("paused", "cancelled")
 STARTABLE: Final = ("draft", "scheduled")
@@ -157,7 +156,10 @@ class Fanout:
                 await self._move(conn, ("sending",), "sent")
                 status = "sent"
         if status != "sent":
-            raise DeferJob(COMPLETE_POLL_S, "waiting for the campaign's sends to finish")
+            raise DeferJob(
+                self.app.settings.campaign_complete_poll_s,
+                "waiting for the campaign's sends to finish",
+            )
         return self._result(status, state)
 
     def _result(self, status: str, state: FanoutState) -> dict[str, Any]:

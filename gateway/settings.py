@@ -642,6 +642,13 @@ class Settings(BaseSettings):
         description="Enqueue yesterday's and today's analytics aggregate every hour and the "
         "retention cleanup every day (once across all instances).",
     )
+    campaign_complete_poll_s: float = Field(
+        default=10.0,
+        ge=0.05,
+        le=3600,
+        description="How often campaign.process looks again whether every send of a "
+        "campaign it fanned out is final (then the campaign becomes sent).",
+    )
     retention_jobs_days: int = Field(
         default=30,
         ge=1,
