@@ -52,9 +52,12 @@ def row_kind(i: int, invalid_every: int, duplicate_every: int) -> str:
     """``invalid``, ``duplicate`` (of row i-2, in another case) or ``new``."""
     if i % invalid_every == invalid_every - 1:
         return "invalid"
-    if i >= duplicate_every and i % duplicate_every == duplicate_every // 4:
-        if row_kind(i - 2, invalid_every, duplicate_every) == "new":
-            return "duplicate"
+    if (
+        i >= duplicate_every
+        and i % duplicate_every == duplicate_every // 4
+        and row_kind(i - 2, invalid_every, duplicate_every) == "new"
+    ):
+        return "duplicate"
     return "new"
 
 

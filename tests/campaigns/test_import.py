@@ -77,7 +77,8 @@ async def test_import_counts_rows_lists_members_and_records_completion(
     assert len(result["invalid_rows"]) == 100
     assert await contact_state(app) == (len(valid), len(valid), len(valid))
     row = await app.db.fetchrow(
-        "SELECT id, name, fields FROM contacts WHERE tenant_id = $1 AND email = 'user4@example.com'",
+        "SELECT id, name, fields FROM contacts"
+        " WHERE tenant_id = $1 AND email = 'user4@example.com'",
         TENANT,
     )
     assert row["id"] == "old" and row["name"] == "Name 4" and row["fields"] == {"city": "City4"}
@@ -121,9 +122,7 @@ async def test_bad_files_fail_with_a_clear_error(app: App, tmp_path: Path) -> No
         )
 
 
-async def test_http_source_is_streamed_and_errors_are_classified(
-    app: App, tmp_path: Path
-) -> None:
+async def test_http_source_is_streamed_and_errors_are_classified(app: App, tmp_path: Path) -> None:
     """An http:// file is read in chunks from a server (a fake of the internet); a 404 is a
     permanent error, a 503 a temporary one (retried)."""
     path = tmp_path / "list.csv"
