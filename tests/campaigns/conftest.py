@@ -41,6 +41,12 @@ def settings(tmp_path: Path, database_url: str, redis_url: str, sink: ScriptedPe
         delivery_relay=f"127.0.0.1:{sink.port}",
         delivery_relay_security="none",
         delivery_dkim_signer_process=False,
+        # A campaign's sends in seconds, not at a cold account's pace.
+        delivery_account_per_minute=0,
+        delivery_account_per_hour=0,
+        delivery_account_per_day=0,
+        delivery_domain_per_minute=0,
+        delivery_domain_concurrency=0,
     )
 
 
