@@ -30,7 +30,13 @@ from campaigns import CampaignJobError
 from gateway.app import App
 from gateway.events import EventType, record_event
 from gateway.jobs import DeferJob
-from gateway.jobs.contracts import EMAIL_SENDING, CampaignPayload, EmailSendPayload, encode_job
+from gateway.jobs.contracts import (
+    EMAIL_SENDING,
+    CampaignPayload,
+    EmailSendPayload,
+    Payload,
+    encode_jobs,
+)
 from gateway.jobs.keys import job_key
 
 log = logging.getLogger(__name__)
@@ -181,22 +187,20 @@ class Fanout:
                 rows = await cursor.fetch(self.batch)
                 if not rows:
                     break
-                jobs: list[bytes] = []
+                sends: list[tuple[str, Payload]] = []
                 suppressed = 0
                 for row in rows:
                     if row["suppressed"]:
                         suppressed += 1
                         continue
-                    job_id = send_job_id(self.campaign, row["contact_id"])
                     payload = EmailSendPayload(
                         tenant_id=self.tenant,
                         campaign_id=self.campaign,
                         recipient_id=row["contact_id"],
                         recipient=row["email"],
                     )
-                    jobs.append(
-                        encode_job(EMAIL_SENDING, payload, id=job_id, idempotency_key=job_id)
-                    )
+                    sends.append((send_job_id(self.campaign, row["contact_id"]), payload))
+                jobs = encode_jobs(EMAIL_SENDING, sends)
                 state.cursor = rows[-1]["contact_id"]
                 state.pushed += len(jobs)
                 state.suppressed += suppressed
