@@ -20,6 +20,7 @@ send handler skips sends already queued for them.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,10 +32,13 @@ from gateway.app import App
 from gateway.events import EventType, record_event
 from gateway.jobs import DeferJob
 from gateway.jobs.contracts import (
+    ANALYTICS,
     EMAIL_SENDING,
+    AnalyticsPayload,
     CampaignPayload,
     EmailSendPayload,
     Payload,
+    encode_job,
     encode_jobs,
 )
 from gateway.jobs.keys import job_key
@@ -159,7 +163,8 @@ class Fanout:
                 if status in STOPPED:
                     return self._result(status, state)
             if status != "sent" and await self._complete(conn, state):
-                await self._move(conn, ("sending",), "sent")
+                if await self._move(conn, ("sending",), "sent"):
+                    await self._refresh_analytics()
                 status = "sent"
         if status != "sent":
             raise DeferJob(
@@ -167,6 +172,15 @@ class Fanout:
                 "waiting for the campaign's sends to finish",
             )
         return self._result(status, state)
+
+    async def _refresh_analytics(self) -> None:
+        """A finished campaign's figures need not wait for the hourly aggregate: queue
+        yesterday's and today's for the tenant now (stable ids: queued once)."""
+        today = dt.datetime.now(dt.UTC).date()
+        for day in (today - dt.timedelta(days=1), today):
+            job_id = f"analytics:{self.tenant}:{day.isoformat()}:{self.campaign}"
+            payload = AnalyticsPayload(tenant_id=self.tenant, day=day)
+            await self.app.redis.lpush(ANALYTICS, encode_job(ANALYTICS, payload, id=job_id))
 
     def _result(self, status: str, state: FanoutState) -> dict[str, Any]:
         return {

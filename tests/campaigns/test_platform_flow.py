@@ -28,7 +28,6 @@ from gateway.jobs.contracts import (
     EXPORT,
     IMPORT,
     MAINTENANCE,
-    AnalyticsPayload,
     CampaignPayload,
     ExportPayload,
     ImportPayload,
@@ -117,11 +116,7 @@ async def test_import_campaign_twice_exports_and_counts(
     )
     assert [(r["provider"], r["count"]) for r in providers] == [("relay", len(expected))]
     today = dt.datetime.now(dt.UTC).date()
-    for day in (today - dt.timedelta(days=1), today):
-        await app.redis.lpush(
-            ANALYTICS,
-            encode_job(ANALYTICS, AnalyticsPayload(day=day)),
-        )
+    # No aggregate queued here: the campaign's end queued yesterday's and today's.
     await app.redis.lpush(
         EXPORT,
         encode_job(
