@@ -10,6 +10,8 @@ Exactly once, across re-runs and crashes:
   pushed count, done) are written in one Redis MULTI: a crash between batches resumes after
   the last batch pushed, a crash inside one loses the whole batch's push and redoes it.
 
+Only ``draft``, ``scheduled`` and ``sending`` campaigns are processed; any other status
+(``paused``, ``cancelled``, ``sent``, ...) makes the job return at once.
 Status: ``draft``/``scheduled`` → ``sending`` when fan-out starts; ``sending`` → ``sent``
 once every delivery of the campaign is final and every pushed job has a final delivery or
 was dead-lettered. Until then the job defers itself (:class:`~gateway.jobs.DeferJob`, no
@@ -149,7 +151,9 @@ class Fanout:
         async with self.app.db.acquire() as conn:
             status, list_id = await self._status(conn)
             state = FanoutState.parse(await self.app.redis.hgetall(self.key))
-            if status in STOPPED or (status == "sent" and state.done):
+            if status not in (*STARTABLE, "sending"):
+                # paused, cancelled, already sent, or a status the platform uses for
+                # something else: nothing to push, nothing to wait for.
                 return self._result(status, state)
             if list_id is None:
                 raise CampaignJobError(
