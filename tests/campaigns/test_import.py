@@ -146,7 +146,7 @@ async def test_http_source_is_streamed_and_errors_are_classified(app: App, tmp_p
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     base = f"http://127.0.0.1:{port}"
     try:
         mapping = {"col_0": "email", "col_1": "name"}
