@@ -128,8 +128,7 @@ def cmd_templates_list(args: argparse.Namespace) -> int:
 
     async def work(app: App) -> int:
         rows = await app.db.fetch(
-            "SELECT id, subject, updated_at FROM email_templates WHERE tenant_id = $1 "
-            "ORDER BY id",
+            "SELECT id, subject, updated_at FROM email_templates WHERE tenant_id = $1 ORDER BY id",
             args.tenant,
         )
         if not rows:

@@ -47,7 +47,14 @@ from delivery.ratelimit import Admission, RateLimiter, Window
 from delivery.render import Rendered, Renderer
 from delivery.reply import SmtpReply, classify
 from delivery.signer import SignerProcess
-from delivery.store import Account, Claim, ContextStore, DeliveryStore, NewDelivery
+from delivery.store import (
+    Account,
+    Claim,
+    ContextStore,
+    DeliveryStore,
+    NewDelivery,
+    delivery_id_for,
+)
 from gateway.app import App
 from gateway.jobs import DeferJob
 from gateway.jobs.contracts import BOUNCE, BouncePayload, EmailSendPayload, encode_job
@@ -60,6 +67,17 @@ from gateway.verp import Verp
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+# How long a send of a paused campaign waits before it looks at the campaign again.
+PAUSED_RECHECK_S = 300.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which provider sends (``account``, ``tenant_relay``, ``relay``, ``fallback``; stored
+    in ``email_deliveries.provider``) and through which endpoint."""
+
+    provider: str
+    endpoint: Endpoint
 
 
 class SendDeferred(Exception):
@@ -153,6 +171,8 @@ class Sender:
         self.metrics = metrics
         self.metrics.pool_connections.set_function(lambda: self.pool.open_connections)
         self._db_keys: dict[bytes, DkimKey] = {}
+        # Since when each primary endpoint has been unreachable (fallback relay policy).
+        self._down_since: dict[tuple[str, int, str, str, str], float] = {}
         # RSA signatures in a helper process (started with the first one): see signer.py.
         self._signer = SignerProcess() if s.delivery_dkim_signer_process else None
 
@@ -181,6 +201,10 @@ class Sender:
             raise PayloadError(
                 "no sending account: the payload names none and the campaign has none"
             )
+        if campaign is not None:
+            stopped = await self._campaign_stopped(job, tenant, campaign.id)
+            if stopped is not None:
+                return stopped
         template = await self.contexts.template(tenant, template_id)
         account = await self.contexts.account(tenant, account_id)
         if not account.enabled:
@@ -225,6 +249,20 @@ class Sender:
                 )
         finally:
             await self.limiter.release(admission)
+
+    async def _campaign_stopped(self, job: Job, tenant: str, campaign_id: str) -> Outcome | None:
+        """A send queued for a cancelled campaign is skipped (no delivery row, nothing
+        sent); one for a paused campaign waits (deferred, no attempt counted) until the
+        campaign is resumed or cancelled."""
+        status = await self.contexts.campaign_status(tenant, campaign_id)
+        if status == "paused":
+            self.metrics.deliveries.labels("paused").inc()
+            raise DeferJob(PAUSED_RECHECK_S, "campaign paused")
+        if status == "cancelled":
+            self.metrics.deliveries.labels("cancelled").inc()
+            key = job.idempotency_key or job.id
+            return Outcome(delivery_id_for(tenant, key), "cancelled")
+        return None
 
     def _expired(self, job: Job) -> bool:
         if not job.created_at:
@@ -312,7 +350,7 @@ class Sender:
                 message = await sign_message_offloaded(
                     message, keys, self._signer, now=self.clock()
                 )
-            endpoint = self.endpoint_for(account)
+            route = await self.route_for(tenant, account)
         except Exception as exc:
             # Nothing was sent: give the claim back, so the retry (or a replay of the dead
             # letter) need not wait for the claim lease.
@@ -322,8 +360,8 @@ class Sender:
             raise
         t0 = time.perf_counter()
         try:
-            reply = await self.pool.send(
-                endpoint, envelope.return_path, request.recipient_email, message
+            reply, route = await self._send_routed(
+                route, envelope.return_path, request.recipient_email, message
             )
         except TransportError as exc:
             self.metrics.send_seconds.observe(time.perf_counter() - t0)
@@ -339,6 +377,7 @@ class Sender:
                 smtp_code=reply.code,
                 enhanced=reply.enhanced,
                 response=str(reply),
+                provider=route.provider,
             )
             self.metrics.deliveries.labels("sent").inc()
             return Outcome(claim.delivery_id, "sent", reply.code, str(reply))
@@ -356,6 +395,7 @@ class Sender:
             response=str(reply),
             bounce_type=disposition.bounce_type,
             bounce_reason=disposition.reason,
+            provider=route.provider,
         )
         self.metrics.deliveries.labels("failed").inc()
         await self._enqueue_bounce(
@@ -448,6 +488,60 @@ class Sender:
         await self.app.redis.lpush(BOUNCE, encode_job(BOUNCE, payload, id=f"bounce-{delivery_id}"))
 
     # -- routes and keys --------------------------------------------------------------------
+
+    async def route_for(self, tenant: str, account: Account) -> Route:
+        """Seed 004 step 3, "select sending provider": the account's own SMTP endpoint,
+        else the tenant's relay (``tenant_relays``), else the global relay."""
+        if account.smtp_host:
+            return Route("account", self.endpoint_for(account))
+        relay = await self.contexts.tenant_relay(tenant)
+        if relay is not None:
+            password = self.box.open(relay.password_enc) if relay.password_enc else None
+            endpoint = Endpoint(
+                host=relay.host,
+                port=relay.port,
+                security=relay.security,
+                username=relay.username or None,
+                password=password,
+            )
+            return Route("tenant_relay", endpoint)
+        return Route("relay", self.endpoint_for(account))
+
+    def fallback_for(self, route: Route, *, unreachable: bool) -> Route | None:
+        """The fallback relay, when configured and due: after a 4xx from the primary, or
+        once the primary has been unreachable for ``delivery_fallback_after_s``."""
+        s = self.settings
+        if not s.delivery_fallback_relay or route.provider == "fallback":
+            return None
+        if unreachable:
+            since = self._down_since.get(route.endpoint.key, self.clock())
+            if self.clock() - since < s.delivery_fallback_after_s:
+                return None
+        host, _, port = s.delivery_fallback_relay.rpartition(":")
+        endpoint = Endpoint(
+            host=host.strip("[]"), port=int(port), security=s.delivery_fallback_security
+        )
+        return Route("fallback", endpoint)
+
+    async def _send_routed(
+        self, route: Route, mail_from: str, rcpt: str, message: bytes
+    ) -> tuple[SmtpReply, Route]:
+        """Send through ``route``, and through the fallback relay when the primary answers
+        4xx or has been unreachable for long enough; the reply and the route that gave it."""
+        try:
+            reply = await self.pool.send(route.endpoint, mail_from, rcpt, message)
+        except TransportError:
+            self._down_since.setdefault(route.endpoint.key, self.clock())
+            fallback = self.fallback_for(route, unreachable=True)
+            if fallback is None:
+                raise
+        else:
+            self._down_since.pop(route.endpoint.key, None)
+            fallback = self.fallback_for(route, unreachable=False) if reply.code < 500 else None
+            if reply.code < 400 or fallback is None:
+                return reply, route
+        self.metrics.deliveries.labels("fallback").inc()
+        return await self.pool.send(fallback.endpoint, mail_from, rcpt, message), fallback
 
     def endpoint_for(self, account: Account) -> Endpoint:
         """The account's own submission endpoint, else the configured relay."""

@@ -66,6 +66,15 @@ class Campaign:
 
 
 @dataclass(frozen=True)
+class TenantRelay:
+    host: str
+    port: int
+    security: str
+    username: str | None
+    password_enc: bytes | None
+
+
+@dataclass(frozen=True)
 class Template:
     id: str
     subject: str
@@ -122,6 +131,35 @@ class ContextStore:
         self._contacts: GroupCommit[tuple[str, str | None, str], Contact | None] = GroupCommit(
             "contacts", self._contacts_many, one=self._contact_one, max_items=BATCH
         )
+
+    async def campaign_status(self, tenant: str, campaign_id: str) -> str | None:
+        """The campaign's status now (not cached: a pause must be seen by the next send)."""
+        status = await self.pool.fetchval(
+            "SELECT status FROM campaigns WHERE tenant_id = $1 AND id = $2", tenant, campaign_id
+        )
+        return str(status) if status is not None else None
+
+    async def tenant_relay(self, tenant: str) -> TenantRelay | None:
+        """The tenant's own relay (``tenant_relays``), if it has one."""
+
+        async def load() -> TenantRelay | None:
+            row = await self.pool.fetchrow(
+                "SELECT host, port, security, username, password_enc FROM tenant_relays"
+                " WHERE tenant_id = $1",
+                tenant,
+            )
+            if row is None:
+                return None
+            sealed = row["password_enc"]
+            return TenantRelay(
+                row["host"],
+                row["port"],
+                row["security"],
+                row["username"],
+                bytes(sealed) if sealed is not None else None,
+            )
+
+        return await self._cache.get(("relay", tenant), load)
 
     async def tenant_of_campaign(self, campaign_id: str) -> str:
         """Seed 000 jobs carry no tenant: it is the campaign's (ids are global keys)."""
@@ -318,20 +356,46 @@ JOIN unnest($1::text[], $2::text[]) AS v(tenant_id, id) ON d.tenant_id = v.tenan
     AND d.id = v.id
 """
 
+# The outcome of an attempt, and (same statement, so they commit together) the campaign
+# counters of seed 004's email.send step 5: a row becoming `sent` counts `sent` and
+# `delivered` (accepted by the next hop), one becoming `failed` counts `failed`. Each fact
+# is keyed by the delivery (metric_facts), so a replayed record counts nothing twice.
 _RECORD = """
-UPDATE email_deliveries AS d SET status = v.status,
-    message_id = COALESCE(v.message_id, d.message_id),
-    smtp_code = v.smtp_code, enhanced_status = v.enhanced, provider_response = v.response,
-    sent_at = CASE WHEN v.status = 'sent' THEN now() ELSE d.sent_at END,
-    bounce_type = COALESCE(v.bounce_type, d.bounce_type),
-    bounce_reason = COALESCE(v.bounce_reason, d.bounce_reason), updated_at = now()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
-    $7::text[], $8::text[], $9::text[])
-    AS v(tenant_id, id, status, message_id, smtp_code, enhanced, response, bounce_type,
-         bounce_reason)
-WHERE d.tenant_id = v.tenant_id AND d.id = v.id
-    AND d.status IN ('queued', 'sending', 'deferred')
-RETURNING d.id
+WITH upd AS (
+    UPDATE email_deliveries AS d SET status = v.status,
+        message_id = COALESCE(v.message_id, d.message_id),
+        smtp_code = v.smtp_code, enhanced_status = v.enhanced, provider_response = v.response,
+        sent_at = CASE WHEN v.status = 'sent' THEN now() ELSE d.sent_at END,
+        bounce_type = COALESCE(v.bounce_type, d.bounce_type),
+        bounce_reason = COALESCE(v.bounce_reason, d.bounce_reason),
+        provider = COALESCE(v.provider, d.provider), updated_at = now()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+        $7::text[], $8::text[], $9::text[], $10::text[])
+        AS v(tenant_id, id, status, message_id, smtp_code, enhanced, response, bounce_type,
+             bounce_reason, provider)
+    WHERE d.tenant_id = v.tenant_id AND d.id = v.id
+        AND d.status IN ('queued', 'sending', 'deferred')
+    RETURNING d.id, d.tenant_id, d.campaign_id, d.status
+), facts AS (
+    INSERT INTO metric_facts (tenant_id, dedupe_key, campaign_id, metric)
+    SELECT u.tenant_id, 'send:' || u.id || ':' || m.metric, u.campaign_id, m.metric
+    FROM upd u CROSS JOIN LATERAL unnest(CASE u.status
+        WHEN 'sent' THEN ARRAY['sent', 'delivered'] WHEN 'failed' THEN ARRAY['failed']
+        ELSE ARRAY[]::text[] END) AS m(metric)
+    WHERE u.campaign_id IS NOT NULL
+    ON CONFLICT DO NOTHING RETURNING tenant_id, campaign_id, metric
+), counted AS (
+    INSERT INTO campaign_metrics AS cm (tenant_id, campaign_id, sent, delivered, failed)
+    SELECT tenant_id, campaign_id, count(*) FILTER (WHERE metric = 'sent'),
+           count(*) FILTER (WHERE metric = 'delivered'), count(*) FILTER (WHERE metric = 'failed')
+    FROM facts GROUP BY tenant_id, campaign_id
+    ORDER BY tenant_id, campaign_id
+    ON CONFLICT (tenant_id, campaign_id) DO UPDATE SET sent = cm.sent + EXCLUDED.sent,
+        delivered = cm.delivered + EXCLUDED.delivered, failed = cm.failed + EXCLUDED.failed,
+        updated_at = now()
+    RETURNING 1
+)
+SELECT id FROM upd
 """
 
 
@@ -348,6 +412,7 @@ class Result:
     response: str | None = None
     bounce_type: str | None = None
     bounce_reason: str | None = None
+    provider: str | None = None
 
 
 class DeliveryStore:
@@ -430,13 +495,15 @@ class DeliveryStore:
         response: str | None = None,
         bounce_type: str | None = None,
         bounce_reason: str | None = None,
+        provider: str | None = None,
     ) -> bool:
         """Set the outcome of an attempt (committed on return); False when the row was
         already final.
 
-        Campaign counters are not touched here: one hot ``campaign_metrics`` row updated
-        by every send would serialise all senders of a campaign; the analytics job
-        aggregates ``email_deliveries`` instead (bounces still count theirs).
+        The campaign's ``sent``/``delivered``/``failed`` counters move in the same
+        statement (seed 004's "update analytics"). Outcomes are written in batches
+        (group commit), so a campaign's hot ``campaign_metrics`` row is updated once per
+        batch, not once per send.
         """
         return await self._records.submit(
             Result(
@@ -449,6 +516,7 @@ class DeliveryStore:
                 (response or "")[:1000] or None,
                 bounce_type,
                 bounce_reason,
+                provider,
             )
         )
 
@@ -468,6 +536,7 @@ class DeliveryStore:
                 "response",
                 "bounce_type",
                 "bounce_reason",
+                "provider",
             )
         ]
         rows = await self.pool.fetch(_RECORD, *cols)

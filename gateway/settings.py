@@ -82,6 +82,16 @@ Listen = Annotated[ListenAddress, NoDecode, BeforeValidator(parse_listen)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
+def _split_paths(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# Comma-separated paths: case kept.
+PathList = Annotated[list[str], NoDecode, BeforeValidator(_split_paths)]
+
+
 ROOT_DATA_DIR = Path("/var/lib/mailgate")
 
 
@@ -599,6 +609,66 @@ class Settings(BaseSettings):
         pattern=r"^[^@\s]+@[^@\s]+$",
         description="Mailbox of the List-Unsubscribe mailto (the token goes in the "
         "subject); {domain} is the sending domain.",
+    )
+
+    delivery_fallback_relay: str = Field(
+        default="",
+        max_length=300,
+        pattern=r"^([A-Za-z0-9.\-\[\]:]+:\d{1,5})?$",
+        description="host:port of a fallback SMTP relay, used when the primary route "
+        "answers 4xx or has been unreachable for delivery_fallback_after_s. Empty: none.",
+    )
+    delivery_fallback_security: str = Field(
+        default="starttls",
+        pattern=r"^(starttls|tls|none)$",
+        description="Transport security to the fallback relay: starttls, tls or none.",
+    )
+    delivery_fallback_after_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="How long the primary route must have been unreachable before sends "
+        "go to the fallback relay (0: at the first failure). A 4xx always tries it.",
+    )
+
+    # -- the platform's jobs: import, export, analytics, cleanup (issue 12) ----------------
+    file_roots: PathList = Field(
+        default_factory=list,
+        description="Directories that file:// URLs of import and export jobs may name "
+        "(comma-separated). Empty: any path the daemon can read or write.",
+    )
+    analytics_schedule: bool = Field(
+        default=True,
+        description="Enqueue yesterday's and today's analytics aggregate every hour and the "
+        "retention cleanup every day (once across all instances).",
+    )
+    campaign_complete_poll_s: float = Field(
+        default=10.0,
+        ge=0.05,
+        le=3600,
+        description="How often campaign.process looks again whether every send of a "
+        "campaign it fanned out is final (then the campaign becomes sent).",
+    )
+    retention_jobs_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Completed jobs, job executions and import checkpoints older than this "
+        "many days are deleted by maintenance.cleanup (1-3650).",
+    )
+    retention_events_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Dispatched events (and their webhook attempts) and counted metric "
+        "facts older than this many days are deleted by maintenance.cleanup (1-3650).",
+    )
+    cleanup_batch_rows: int = Field(
+        default=1000,
+        ge=10,
+        le=100000,
+        description="Rows maintenance.cleanup deletes per statement: small batches keep "
+        "locks short so ingest is never blocked for long (10-100000).",
     )
 
     # -- operations: dashboard, status, Redis failover (issue 14) ---------------------------
