@@ -22,8 +22,8 @@ from typing import Any
 
 from gateway.app import App
 from gateway.secretkey import CredentialBox
-from gateway.warmupmark import WarmupMarker
 from gateway.services import Services
+from gateway.warmupmark import WarmupMarker
 from ingest.accounts import Account, list_accounts
 from ingest.committer import Committer
 from ingest.coordination import Leases, LoginLimiter, instance_id

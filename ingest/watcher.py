@@ -24,8 +24,8 @@ import redis.asyncio as aioredis
 from gateway.logs import bind
 from gateway.messages import MailboxPosition
 from gateway.secretkey import CredentialBox
-from gateway.warmupmark import WarmupMarker
 from gateway.settings import Settings
+from gateway.warmupmark import WarmupMarker
 from ingest.accounts import Account
 from ingest.committer import Committer
 from ingest.coordination import LoginLimiter

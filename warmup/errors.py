@@ -1,10 +1,10 @@
 """Warmup's exception tree::
 
-    WarmupError                 base
-    ├── ConfigError             a bad CLI value or an unknown account (one line: what + fix)
-    └── ImapError               the receiver's IMAP session failed
-        ├── ImapTemporary       connection lost, timeout, NO/BAD to a command: retried
-        └── ImapAuthFailed      the login was refused: the step fails permanently
+WarmupError                 base
+├── ConfigError             a bad CLI value or an unknown account (one line: what + fix)
+└── ImapError               the receiver's IMAP session failed
+    ├── ImapTemporary       connection lost, timeout, NO/BAD to a command: retried
+    └── ImapAuthFailed      the login was refused: the step fails permanently
 """
 
 from __future__ import annotations

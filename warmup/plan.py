@@ -3,7 +3,7 @@
 Nothing here reads a clock or a database: every function takes the day, the time and a
 seed, so the planner, the CLI and the tests (with simulated days) compute the same plan.
 
-* Day n's quota (n = 0 on ``started_on``): ``min(daily_start + n × daily_increment,
+* Day n's quota (n = 0 on ``started_on``): ``min(daily_start + n x daily_increment,
   daily_max)``, never above the account's own daily send limit; 0 before the start and, with
   ``weekdays_only``, on Saturdays and Sundays.
 * The day's send times: the quota spread over the sending window (whole hours in the
@@ -13,9 +13,9 @@ seed, so the planner, the CLI and the tests (with simulated days) compute the sa
   planner plans only what is due and not yet planned.
 * Pairing: never the sender itself; another mailbox host when one exists; never the
   receiver of the sender's previous message when another is possible.
-* Replies: the k-th message of a sender's day is answered when ``floor((k+1)·r) >
-  floor(k·r)`` (r the receiver's reply rate): over any day the replies are within one of
-  ``r × sent``, not a coin toss's spread.
+* Replies: the k-th message of a sender's day is answered when ``floor((k+1)*r) >
+  floor(k*r)`` (r the receiver's reply rate): over any day the replies are within one of
+  ``r x sent``, not a coin toss's spread.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class Member:
     tenant_id: str
     host: str
     reply_rate: float = 0.3
+    address: str = ""
 
 
 def pick_receiver(

@@ -14,13 +14,13 @@ import datetime as dt
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from warmup.plan import Member, Ramp, Window
 
-Db = asyncpg.Pool | asyncpg.Connection
+Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Config:
 
     @property
     def member(self) -> Member:
-        return Member(self.account_id, self.tenant_id, self.host, self.reply_rate)
+        return Member(self.account_id, self.tenant_id, self.host, self.reply_rate, self.address)
 
     @property
     def active(self) -> bool:
@@ -82,8 +82,7 @@ def _config(r: asyncpg.Record) -> Config:
 async def configs(db: Db, tenant_id: str | None = None) -> list[Config]:
     """Every warmup config (one tenant's, or all for the planner), enabled or not."""
     rows = await db.fetch(
-        _CONFIG + " WHERE ($1::text IS NULL OR c.tenant_id = $1) "
-        "ORDER BY c.tenant_id, a.address",
+        _CONFIG + " WHERE ($1::text IS NULL OR c.tenant_id = $1) ORDER BY c.tenant_id, a.address",
         tenant_id,
     )
     return [_config(r) for r in rows]
@@ -203,7 +202,7 @@ async def rows_waiting(db: Db, to_tenant_id: str, to_account_id: str, step: str)
         else "m.found_at IS NOT NULL AND m.read_at IS NULL"
     )
     rows = await db.fetch(
-        _ROW + f" WHERE m.to_tenant_id = $1 AND m.to_account_id = $2 AND m.sent_at IS NOT NULL "  # noqa: S608 - fixed conditions
+        _ROW + f" WHERE m.to_tenant_id = $1 AND m.to_account_id = $2 AND m.sent_at IS NOT NULL "
         f"AND {cond} ORDER BY m.sent_at LIMIT 200",
         to_tenant_id,
         to_account_id,
@@ -263,18 +262,22 @@ async def reply_of(db: Db, tenant_id: str, parent_id: str) -> Row | None:
     return _row(found)
 
 
-async def claim_send(db: Db, tenant_id: str, row_id: str, lease_s: float) -> bool:
+async def claim_send(db: Db, tenant_id: str, row_id: str, lease_s: float) -> bool | None:
     """Take the send of a row: only when unsent and not claimed within ``lease_s`` (another
-    run may be mid-transaction)."""
-    got = await db.fetchval(
-        "UPDATE warmup_messages SET send_claimed_at = now() WHERE tenant_id = $1 AND id = $2 "
-        "AND sent_at IS NULL AND (send_claimed_at IS NULL "
-        "OR send_claimed_at < now() - make_interval(secs => $3)) RETURNING id",
+    run may be mid-transaction). None: not taken; True: taken over from a run whose claim
+    lapsed without a result (it may have sent); False: a first claim."""
+    got: bool | None = await db.fetchval(
+        """UPDATE warmup_messages m SET send_claimed_at = now()
+           FROM (SELECT id, send_claimed_at AS prev FROM warmup_messages
+                 WHERE tenant_id = $1 AND id = $2 FOR UPDATE) p
+           WHERE m.id = p.id AND m.sent_at IS NULL
+             AND (p.prev IS NULL OR p.prev < now() - make_interval(secs => $3))
+           RETURNING p.prev IS NOT NULL""",
         tenant_id,
         row_id,
         lease_s,
     )
-    return got is not None
+    return got
 
 
 async def release_send(db: Db, tenant_id: str, row_id: str, error: str) -> None:
@@ -364,9 +367,7 @@ async def day_figures(db: Db, tenant_id: str, account_id: str, day: dt.date) -> 
     )
 
 
-async def placement(
-    db: Db, tenant_id: str, account_id: str, since: dt.date
-) -> tuple[int, int]:
+async def placement(db: Db, tenant_id: str, account_id: str, since: dt.date) -> tuple[int, int]:
     """(found in INBOX, found or missing) of the account's mail since ``since``."""
     r = await db.fetchrow(
         """SELECT count(*) FILTER (WHERE folder_found = 'inbox') AS inbox,

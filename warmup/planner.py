@@ -1,0 +1,206 @@
+"""The warmup planner: every ``warmup_tick_s``, plan each active account's sends that are
+due and queue their ``outbound`` steps. A daemon component (entry point ``warmup``) of which
+one instance is active at a time (a Redis lease, taken and renewed each tick), and the
+``mailgate warmup tick`` command (``--now-all``: today's whole remaining quota at once).
+
+Per sender, in ONE transaction under a row lock on its config (:func:`store.lock_config`):
+count today's planned rows, compare with the due part of today's schedule
+(:func:`warmup.plan.schedule`), and insert what is missing, each with a receiver from the
+pool and a reply decision. The quota can therefore not be exceeded by two instances, a CLI
+tick and the daemon together, or by a restart: the count is in PostgreSQL. Jobs are queued
+after the commit; a row whose job was lost (a crash between the two) is queued again by a
+later tick once it is ``REQUEUE_AFTER_S`` old and still unclaimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from delivery.compose import domain_of
+from gateway.app import App
+from gateway.services import Services
+from gateway.warmupmark import WarmupMarker
+from warmup import content, plan, store
+from warmup.steps import enqueue
+
+log = logging.getLogger(__name__)
+
+LEASE_KEY = "mailgate:warmup:planner"  # not tenant data: the one active planner's lease
+REQUEUE_AFTER_S = 600.0
+
+
+async def plan_sender(
+    app: App,
+    cfg: store.Config,
+    now: dt.datetime,
+    *,
+    all_now: bool,
+    limit: int | None = None,
+    rng: random.Random | None = None,
+) -> list[store.Row]:
+    """Plan the sender's due sends (all of today's with ``all_now``), at most ``limit``;
+    the new rows. Their outbound jobs are queued by the caller."""
+    rng = rng or random.Random()
+    day = cfg.window.local_day(now)
+    account_limit = app.settings.delivery_account_per_day or None
+    times = plan.schedule(
+        plan.quota(cfg.ramp, day, account_limit),
+        day,
+        cfg.window,
+        f"{cfg.tenant_id}:{cfg.account_id}",
+    )
+    members = [c.member for c in await store.pool_of(app.db, cfg)]
+    marker = WarmupMarker(app.secret_key)
+    made: list[str] = []
+    async with app.db.acquire() as conn, conn.transaction():
+        if not await store.lock_config(conn, cfg.tenant_id, cfg.account_id):
+            return []
+        planned = await store.planned_on(conn, cfg.tenant_id, cfg.account_id, day)
+        count = plan.to_plan(times, planned, now, all_now)
+        if limit is not None:
+            count = min(count, limit)
+        last = await store.last_receiver(conn, cfg.tenant_id, cfg.account_id)
+        for k in range(planned, planned + count):
+            to = plan.pick_receiver(cfg.member, members, last, rng)
+            if to is None:
+                break
+            row_id = store.new_row_id()
+            message_id = marker.mint(domain_of(cfg.address))
+            draft = content.new_message(row_id, cfg.address, to.address, message_id)
+            await store.insert(
+                conn,
+                row_id=row_id,
+                tenant_id=cfg.tenant_id,
+                from_account_id=cfg.account_id,
+                to=to,
+                message_id=message_id,
+                quota_day=day,
+                subject=draft.subject,
+                reply_planned=plan.reply_planned(k, to.reply_rate),
+            )
+            made.append(row_id)
+            last = to.account_id
+    rows = [await store.row(app.db, cfg.tenant_id, row_id) for row_id in made]
+    return [r for r in rows if r is not None]
+
+
+@dataclass
+class TickResult:
+    """What one tick did, per account: rows planned (and requeued)."""
+
+    planned: dict[str, int] = field(default_factory=dict)
+    requeued: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.planned.values())
+
+
+async def tick(
+    app: App,
+    *,
+    now: dt.datetime | None = None,
+    all_now: bool = False,
+    tenant_id: str | None = None,
+    rng: random.Random | None = None,
+) -> TickResult:
+    """Plan and queue every send due now (every active account of one tenant or all)."""
+    now = now or dt.datetime.now(dt.UTC)
+    result = TickResult()
+    for cfg in await store.configs(app.db, tenant_id):
+        if not cfg.active:
+            continue
+        rows = await plan_sender(app, cfg, now, all_now=all_now, rng=rng)
+        for r in rows:
+            await enqueue(app, r.tenant_id, r.id, "outbound", r.from_account_id, 0)
+        if rows:
+            result.planned[cfg.account_id] = len(rows)
+    result.requeued = await requeue_lost(app, now, tenant_id)
+    return result
+
+
+async def requeue_lost(app: App, now: dt.datetime, tenant_id: str | None) -> int:
+    """Queue again the outbound step of rows planned long ago, never claimed or sent."""
+    rows = await app.db.fetch(
+        "SELECT tenant_id, id, from_account_id FROM warmup_messages "
+        "WHERE ($1::text IS NULL OR tenant_id = $1) AND sent_at IS NULL "
+        "AND send_claimed_at IS NULL AND missing_at IS NULL AND depth = 0 "
+        "AND planned_at < $2 LIMIT 500",
+        tenant_id,
+        now - dt.timedelta(seconds=REQUEUE_AFTER_S),
+    )
+    for r in rows:
+        await enqueue(app, r["tenant_id"], r["id"], "outbound", r["from_account_id"], 0)
+    return len(rows)
+
+
+class PlannerComponent:
+    """The daemon's planner loop; one instance plans at a time (a Redis lease)."""
+
+    name = "warmup"
+    needs = ()
+
+    def __init__(self, app: App, *, clock: Callable[[], float] = time.time) -> None:
+        self.app = app
+        self.clock = clock
+        self.holder = f"planner-{secrets.token_hex(6)}"
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.ticks = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="warmup-planner")
+
+    async def stop(self, deadline: float) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(Exception):
+            if await self.app.redis.get(LEASE_KEY) == self.holder.encode():
+                await self.app.redis.delete(LEASE_KEY)
+
+    def ready(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _leader(self, ttl_s: float) -> bool:
+        redis = self.app.redis
+        ms = int(ttl_s * 1000)
+        if await redis.set(LEASE_KEY, self.holder, nx=True, px=ms):
+            return True
+        if await redis.get(LEASE_KEY) == self.holder.encode():
+            await redis.pexpire(LEASE_KEY, ms)
+            return True
+        return False
+
+    async def _loop(self) -> None:
+        period = self.app.settings.warmup_tick_s
+        while not self._stop.is_set():
+            try:
+                if await self._leader(period * 3):
+                    result = await tick(
+                        self.app, now=dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+                    )
+                    self.ticks += 1
+                    if result.total or result.requeued:
+                        log.info(
+                            "warmup planned",
+                            extra={"planned": result.total, "requeued": result.requeued},
+                        )
+            except Exception:  # logged; the next tick tries again
+                log.exception("warmup planner tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), period)
+
+
+def create(app: App, services: Services) -> PlannerComponent:
+    return PlannerComponent(app)
