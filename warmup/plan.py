@@ -11,8 +11,9 @@ seed, so the planner, the CLI and the tests (with simulated days) compute the sa
   a generator seeded by account and day. The schedule is therefore the same in every
   instance and after a restart: "due now" is how many of its times have passed, and the
   planner plans only what is due and not yet planned.
-* Pairing: never the sender itself; another mailbox host when one exists; never the
-  receiver of the sender's previous message when another is possible.
+* Pairing: never the sender itself; never the receiver of the sender's previous message
+  when another is possible (the stronger rule); among the rest, another mailbox host when
+  one exists.
 * Replies: the k-th message of a sender's day is answered when ``floor((k+1)*r) >
   floor(k*r)`` (r the receiver's reply rate): over any day the replies are within one of
   ``r x sent``, not a coin toss's spread.
@@ -116,12 +117,12 @@ def pick_receiver(
     candidates = [m for m in pool if m.account_id != sender.account_id]
     if not candidates:
         return None
-    elsewhere = [m for m in candidates if m.host != sender.host]
-    if elsewhere:
-        candidates = elsewhere
     fresh = [m for m in candidates if m.account_id != last_receiver]
     if fresh:
         candidates = fresh
+    elsewhere = [m for m in candidates if m.host != sender.host]
+    if elsewhere:
+        candidates = elsewhere
     return rng.choice(sorted(candidates, key=lambda m: (m.tenant_id, m.account_id)))
 
 

@@ -38,7 +38,7 @@ CREATE TABLE warmup_messages (
     in_reply_to       TEXT,
     "references"      TEXT,
     reply_planned     BOOLEAN NOT NULL DEFAULT false,  -- decided at plan time (reply_rate)
-    planned_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    planned_at        TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),  -- ordered in a tx
     send_claimed_at   TIMESTAMPTZ,
     sent_at           TIMESTAMPTZ,
     send_error        TEXT,

@@ -81,7 +81,7 @@ members = st.lists(
 
 @given(members, st.integers(0, 7), st.one_of(st.none(), st.sampled_from(["a0", "a1", "a2"])))
 def test_pairing_rules(pool: list[plan.Member], pick: int, last: str | None) -> None:
-    """Never itself; another host when one exists; not the last receiver when avoidable."""
+    """Never itself; not the last receiver when avoidable; then another host if any."""
     if not pool:
         return
     sender = pool[pick % len(pool)]
@@ -91,14 +91,11 @@ def test_pairing_rules(pool: list[plan.Member], pick: int, last: str | None) -> 
         assert to is None
         return
     assert to is not None and to.account_id != sender.account_id
-    elsewhere = [m for m in others if m.host != sender.host]
-    if elsewhere:
-        assert to.host != sender.host
-        candidates = elsewhere
-    else:
-        candidates = others
-    if any(m.account_id != last for m in candidates):
+    if any(m.account_id != last for m in others):
         assert to.account_id != last
+        others = [m for m in others if m.account_id != last]
+    if any(m.host != sender.host for m in others):
+        assert to.host != sender.host
 
 
 @given(st.floats(0, 1), st.integers(1, 300))

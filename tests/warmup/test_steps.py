@@ -1,0 +1,286 @@
+"""Warmup's planner and steps against real PostgreSQL, Redis, Dovecot (LMTP + Sieve) and
+Postfix: the ramp over simulated days, concurrent ticks, a worker killed after the reply's
+SMTP transaction, a hard bounce pausing the account, and ingest's view of warmup mail."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import time
+from typing import Any
+
+import pytest
+
+from delivery.pool import Endpoint
+from delivery.reply import SmtpReply
+from delivery.service import SENDER
+from gateway.app import App
+from gateway.messages import MailboxPosition
+from gateway.secretkey import CredentialBox
+from gateway.services import Services
+from gateway.warmupmark import WarmupMarker
+from ingest.accounts import add_account
+from ingest.store import Pending, analyse, store_batch
+from tests.delivery.peer import ScriptedPeer
+from tests.peers.dovecot import Dovecot
+from tests.peers.postfix import Postfix
+from tests.warmup.conftest import DOMAINS, Box, new_box
+from warmup import content, store
+from warmup.metrics import METRICS
+from warmup.planner import tick
+from warmup.steps import Steps
+
+TENANT = "ts"
+DAY0 = dt.date(2026, 12, 7)
+
+
+async def _account(
+    app: App,
+    address: str,
+    *,
+    dovecot: Dovecot | None = None,
+    password: str = "pw",
+    smtp: tuple[str, int] | None = None,
+) -> str:
+    account = await add_account(
+        app.db,
+        CredentialBox(app.secret_key),
+        tenant_id=TENANT,
+        address=address,
+        imap_host=dovecot.host if dovecot else None,
+        imap_port=dovecot.port if dovecot else 993,
+        imap_security="none",
+        password=password if dovecot else None,
+        smtp_host=smtp[0] if smtp else "127.0.0.1",
+        smtp_port=smtp[1] if smtp else 25,
+        smtp_security="none",
+    )
+    if account is not None:
+        return account.id
+    found: str = await app.db.fetchval(
+        "SELECT id FROM email_accounts WHERE tenant_id = $1 AND address = $2", TENANT, address
+    )
+    return found
+
+
+async def _enable(app: App, account: str, **values: Any) -> None:
+    cols = {"daily_start": 1, "daily_increment": 2, "daily_max": 4, "started_on": DAY0}
+    cols.update(values)
+    names = ", ".join(cols)
+    params = ", ".join(f"${i}" for i in range(4, len(cols) + 4))
+    await app.db.execute(
+        f"INSERT INTO warmup_configs (id, tenant_id, email_account_id, {names}) "  # noqa: S608
+        f"VALUES ($1, $2, $3, {params})",
+        f"wc_{account}",
+        TENANT,
+        account,
+        *cols.values(),
+    )
+
+
+async def _planned(app: App, day: dt.date) -> dict[str, int]:
+    rows = await app.db.fetch(
+        "SELECT from_account_id, count(*) AS n FROM warmup_messages "
+        "WHERE quota_day = $1 AND depth = 0 GROUP BY 1",
+        day,
+    )
+    return {r["from_account_id"]: r["n"] for r in rows}
+
+
+async def test_ramp_over_simulated_days_and_concurrent_ticks(app: App) -> None:
+    """Day n plans min(1 + 2n, 4) per account (injected clock); five ticks at once on
+    one day still plan exactly the quota; a paced tick plans only what is due; pairs never
+    repeat back to back and nobody writes to itself; a disabled account is untouched."""
+    ids = [await _account(app, f"r{i}@{DOMAINS[i % 2]}") for i in range(3)]
+    for account in ids:
+        await _enable(app, account)
+    idle = await _account(app, "idle@wa.test")
+    await _enable(app, idle, enabled=False)
+    for n, expected in enumerate((1, 3, 4, 4)):
+        day = DAY0 + dt.timedelta(days=n)
+        now = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
+        await tick(app, now=now, all_now=True, rng=random.Random(n))
+        await tick(app, now=now, all_now=True, rng=random.Random(n))
+        assert await _planned(app, day) == dict.fromkeys(ids, expected)
+    day = DAY0 + dt.timedelta(days=5)
+    now = dt.datetime.combine(day, dt.time(20), tzinfo=dt.UTC)
+    await asyncio.gather(*(tick(app, now=now, all_now=True) for _ in range(5)))
+    assert await _planned(app, day) == dict.fromkeys(ids, 4)
+    # Paced: the default window is 08-18; at 08:00 nothing is due, at 18:00 everything.
+    day = DAY0 + dt.timedelta(days=6)
+    await tick(app, now=dt.datetime.combine(day, dt.time(8), tzinfo=dt.UTC))
+    assert await _planned(app, day) == {}
+    await tick(app, now=dt.datetime.combine(day, dt.time(13), tzinfo=dt.UTC))
+    midday = await _planned(app, day)
+    assert all(0 < n < 4 for n in midday.values()), midday
+    await tick(app, now=dt.datetime.combine(day, dt.time(18), tzinfo=dt.UTC))
+    assert await _planned(app, day) == dict.fromkeys(ids, 4)
+    rows = await app.db.fetch(
+        "SELECT from_account_id, to_account_id FROM warmup_messages ORDER BY planned_at, id"
+    )
+    assert all(r["from_account_id"] != r["to_account_id"] for r in rows)
+    assert idle not in {r["from_account_id"] for r in rows} | {r["to_account_id"] for r in rows}
+    last: dict[str, str] = {}
+    for r in rows:
+        assert last.get(r["from_account_id"]) != r["to_account_id"]
+        last[r["from_account_id"]] = r["to_account_id"]
+    # Another host when the no-repeat rule allows: r1 (wb.test) writes only to wa.test.
+    for r in rows:
+        if r["from_account_id"] == ids[1]:
+            assert r["to_account_id"] in (ids[0], ids[2])
+
+
+async def _wait_for(dovecot: Dovecot, box: Box, message_id: str, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for folder in ("INBOX", "Junk"):
+            out = dovecot.doveadm(
+                "search", "-u", box.address, "mailbox", folder, "header", "message-id", message_id
+            )
+            if out.strip():
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{message_id} never reached {box.address}")
+
+
+async def test_killed_mid_engagement_never_replies_twice(
+    app: App, services: Services, lmtp_dovecot: Dovecot, relay: Postfix
+) -> None:
+    """The worker dies right after the server took the reply (before it was recorded);
+    the restarted step finds the reply in the sender's mailbox, records it and does not
+    send it again: one reply in IMAP, one row, replied_at set once. Junk is rescued on
+    the way (the receiver files everything there)."""
+    app.settings = app.settings.model_copy(
+        update={"warmup_flag_rate": 1.0, "warmup_send_lease_s": 0.0}
+    )
+    a = new_box(lmtp_dovecot, DOMAINS[0])
+    b = new_box(lmtp_dovecot, DOMAINS[1], junk_all=True)
+    smtp = (relay.host, relay.port)
+    ida = await _account(app, a.address, dovecot=lmtp_dovecot, password=a.password, smtp=smtp)
+    idb = await _account(app, b.address, dovecot=lmtp_dovecot, password=b.password, smtp=smtp)
+    await _enable(app, ida, reply_rate=1.0, started_on=dt.date.today())
+    await _enable(app, idb, reply_rate=1.0, started_on=dt.date.today(), daily_start=0)
+    await tick(app, all_now=True)
+    (row_id,) = [r["id"] for r in await app.db.fetch("SELECT id FROM warmup_messages")]
+    sender = services.get(SENDER)
+    steps = Steps(app, sender, services.get(METRICS))
+    row = await store.row(app.db, TENANT, row_id)
+    assert row is not None and row.reply_planned
+    assert (await steps.outbound(row))["status"] == "sent"
+    await _wait_for(lmtp_dovecot, b, row.message_id)
+    row = await store.row(app.db, TENANT, row_id)
+    assert row is not None
+    assert (await steps.inbound(row, None))["folder"] == "spam"
+
+    real_send = sender.pool.send
+    sends: list[str] = []
+
+    async def send_then_die(endpoint: Endpoint, frm: str, to: str, msg: bytes) -> SmtpReply:
+        reply = await real_send(endpoint, frm, to, msg)
+        sends.append(to)
+        raise asyncio.CancelledError  # the process is gone before anything is recorded
+
+    sender.pool.send = send_then_die  # type: ignore[method-assign]
+    row = await store.row(app.db, TENANT, row_id)
+    assert row is not None
+    with pytest.raises(asyncio.CancelledError):
+        await steps.engagement(row)
+    sender.pool.send = real_send  # type: ignore[method-assign]
+    assert sends == [a.address]
+    reply = await store.reply_of(app.db, TENANT, row_id)
+    assert reply is not None and reply.sent_at is None
+    await _wait_for(lmtp_dovecot, a, reply.message_id)
+
+    restarted = Steps(app, sender, services.get(METRICS))
+    for _ in range(2):
+        row = await store.row(app.db, TENANT, row_id)
+        assert row is not None
+        await restarted.engagement(row)
+    row = await store.row(app.db, TENANT, row_id)
+    reply = await store.reply_of(app.db, TENANT, row_id)
+    assert row is not None and reply is not None
+    assert row.replied_at is not None and row.reply_message_id == reply.message_id
+    assert reply.sent_at is not None and reply.in_reply_to == row.message_id
+    assert row.moved_to_inbox_at and row.read_at and row.flagged_at
+    assert sends == [a.address]  # no second SMTP transaction
+    assert await app.db.fetchval("SELECT count(*) FROM warmup_messages WHERE depth = 1") == 1
+    found = lmtp_dovecot.doveadm(
+        "search", "-u", a.address, "mailbox", "INBOX", "header", "message-id", reply.message_id
+    )
+    assert len(found.split()) == 2  # exactly one message
+    assert lmtp_dovecot.status(b.address, "Junk").get("messages", 0) == 0
+
+
+async def test_hard_bounce_pauses_the_account(app: App, services: Services) -> None:
+    """A 5xx hard bounce at RCPT: the message is not sent, the sender's warmup is paused
+    with an event, and the next tick plans nothing for it."""
+    peer = await ScriptedPeer().start()
+    try:
+        ida = await _account(app, "p1@wa.test", smtp=("127.0.0.1", peer.port))
+        idb = await _account(app, "p2@wb.test", smtp=("127.0.0.1", peer.port))
+        for account in (ida, idb):
+            await _enable(app, account, started_on=dt.date.today(), daily_start=2)
+        peer.script.rcpt["p2@wb.test"] = "550 5.1.1 no such user"
+        await tick(app, all_now=True)
+        rows = await app.db.fetch(
+            "SELECT id FROM warmup_messages WHERE from_account_id = $1 ORDER BY id", ida
+        )
+        steps = Steps(app, services.get(SENDER), services.get(METRICS))
+        row = await store.row(app.db, TENANT, rows[0]["id"])
+        assert row is not None
+        assert (await steps.outbound(row))["status"] == "failed"
+        paused = await app.db.fetchrow(
+            "SELECT paused_at, paused_reason FROM warmup_configs WHERE email_account_id = $1",
+            ida,
+        )
+        assert paused["paused_at"] is not None and "550" in paused["paused_reason"]
+        events = await app.db.fetch("SELECT subject_id FROM events WHERE type = 'warmup.paused'")
+        assert [e["subject_id"] for e in events] == [ida]
+        row = await store.row(app.db, TENANT, rows[1]["id"])
+        assert row is not None
+        assert (await steps.outbound(row))["status"] == "inactive"
+        before = await _planned(app, dt.date.today())
+        await tick(app, all_now=True)
+        assert (await _planned(app, dt.date.today()))[ida] == before[ida]
+        assert not peer.messages
+    finally:
+        await peer.stop()
+
+
+async def test_warmup_mail_is_never_a_campaign_reply(app: App) -> None:
+    """Warmup mail answering a campaign's Message-ID is stored as kind warmup: no reply
+    event, no campaign counter. The same bytes with a forged marker are ordinary mail
+    (here a reply to the campaign)."""
+    await app.db.execute(
+        "INSERT INTO email_deliveries (id, tenant_id, campaign_id, recipient_email, "
+        "idempotency_key, message_id, status, sent_at) VALUES "
+        "('dlv1', $1, 'camp1', 'bob@wb.test', 'k1', '<d1@wa.test>', 'sent', now())",
+        TENANT,
+    )
+    account = await add_account(
+        app.db, CredentialBox(app.secret_key), tenant_id=TENANT, address="box@wa.test",
+        imap_host="127.0.0.1", imap_port=143, imap_security="none", password="pw",
+    )  # fmt: skip
+    assert account is not None
+    marker = WarmupMarker(app.secret_key)
+    genuine = marker.mint("wb.test")
+    forged = WarmupMarker(b"f" * 40).mint("wb.test")
+    kinds = []
+    for uid, message_id in ((1, genuine), (2, forged)):
+        draft = content.reply_to("s", "bob@wb.test", "box@wa.test", message_id, "Hello",
+                                 "<d1@wa.test>", None)  # fmt: skip
+        raw = content.render(draft, date=0)
+        pending = Pending(
+            account,
+            MailboxPosition(account.id, "INBOX", 1, uid),
+            analyse(raw, 1 << 20, marker),
+        )
+        async with app.db.acquire() as conn:
+            (outcome,) = await store_batch(conn, [pending])
+        kinds.append(outcome.kind)
+    assert kinds == ["warmup", "reply"]
+    stored = await app.db.fetch(
+        "SELECT message_type FROM email_messages WHERE tenant_id = $1 ORDER BY subject", TENANT
+    )
+    assert sorted(r["message_type"] for r in stored) == ["reply", "warmup"]
