@@ -40,7 +40,7 @@ async def _account(
     address: str,
     *,
     dovecot: Dovecot | None = None,
-    password: str = "pw",
+    password: str = "pw",  # noqa: S107 - a test mailbox's password
     smtp: tuple[str, int] | None = None,
 ) -> str:
     account = await add_account(
@@ -177,7 +177,7 @@ async def test_killed_mid_engagement_never_replies_twice(
     sends: list[str] = []
 
     async def send_then_die(endpoint: Endpoint, frm: str, to: str, msg: bytes) -> SmtpReply:
-        reply = await real_send(endpoint, frm, to, msg)
+        await real_send(endpoint, frm, to, msg)
         sends.append(to)
         raise asyncio.CancelledError  # the process is gone before anything is recorded
 
