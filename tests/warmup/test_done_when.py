@@ -12,6 +12,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -21,6 +23,7 @@ from gateway.services import Services
 from tests.peers.dovecot import Dovecot
 from tests.peers.postfix import Postfix
 from tests.warmup.conftest import DOMAINS, Box, Cli, new_box
+from warmup.api import routes
 from warmup.jobs import create_handler
 
 TENANT = "tw"
@@ -194,3 +197,26 @@ async def test_done_when(
         "inbox": sum(r["folder_found"] == "inbox" for r in rows),
         "spam": sum(r["folder_found"] == "spam" for r in rows),
     }
+    # The HTTP view: placement per account per day, and the same status objects.
+    http = web.Application()
+    http.add_routes(routes(app, services))
+    runner = web.AppRunner(http)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/api/warmup?tenant={TENANT}") as r,
+        ):
+            assert r.status == 200
+            body = await r.json()
+    finally:
+        await runner.cleanup()
+    by_day = {d["account"]: d for d in body["by_day"]}
+    assert set(by_day) == set(ids)
+    for account in ids:
+        assert by_day[account]["inbox"] == status[account]["inbox"]
+        assert by_day[account]["placement_pct"] == status[account]["placement_pct_7d"]
+    assert {a["account"]: a for a in body["accounts"]}[ids[0]] == status[ids[0]]
