@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from delivery.compose import domain_of
 from gateway.app import App
+from gateway.events import EventType, record_event
 from gateway.services import Services
 from gateway.warmupmark import WarmupMarker
 from warmup import content, plan, store
@@ -98,6 +99,7 @@ class TickResult:
 
     planned: dict[str, int] = field(default_factory=dict)
     requeued: int = 0
+    paused: int = 0
 
     @property
     def total(self) -> int:
@@ -115,6 +117,7 @@ async def tick(
     """Plan and queue every send due now (every active account of one tenant or all)."""
     now = now or dt.datetime.now(dt.UTC)
     result = TickResult()
+    result.paused = await pause_bounced(app)
     for cfg in await store.configs(app.db, tenant_id):
         if not cfg.active:
             continue
@@ -125,6 +128,54 @@ async def tick(
             result.planned[cfg.account_id] = len(rows)
     result.requeued = await requeue_lost(app, now, tenant_id)
     return result
+
+
+# Bounce processing records a report about mail it has no delivery for as an unattributed
+# event naming the bounced Message-ID; a hard bounce or a complaint about a warmup message
+# pauses its sender. The cursor (the last event id looked at) is not tenant data.
+CURSOR_KEY = "mailgate:warmup:bounce-cursor"
+_BOUNCED = """
+SELECT e.id, e.tenant_id, m.from_account_id, e.payload ->> 'kind' AS kind,
+       coalesce(e.payload ->> 'reason', e.payload ->> 'status', '') AS reason
+FROM events e
+JOIN warmup_messages m ON m.tenant_id = e.tenant_id
+ AND m.message_id IN (e.payload ->> 'original_message_id',
+                      '<' || (e.payload ->> 'original_message_id') || '>')
+WHERE e.type = $1 AND e.id > $2
+  AND (e.payload ->> 'kind' = 'complaint' OR e.payload ->> 'bounce_type' = 'hard')
+ORDER BY e.id LIMIT 500
+"""
+
+
+async def pause_bounced(app: App) -> int:
+    """Pause the senders of warmup mail that hard-bounced or drew a complaint since the
+    last look; how many accounts were paused."""
+    cursor = int(await app.redis.get(CURSOR_KEY) or 0)
+    top: int | None = await app.db.fetchval(
+        "SELECT max(id) FROM events WHERE type = $1", EventType.BOUNCE_UNATTRIBUTED.value
+    )
+    if top is None or top <= cursor:
+        return 0
+    paused = 0
+    rows = await app.db.fetch(_BOUNCED, EventType.BOUNCE_UNATTRIBUTED.value, cursor)
+    for r in rows:
+        what = "complaint" if r["kind"] == "complaint" else "hard bounce"
+        async with app.db.acquire() as conn, conn.transaction():
+            if await store.pause(
+                conn, r["tenant_id"], r["from_account_id"], f"{what} {r['reason']}"
+            ):
+                paused += 1
+                await record_event(
+                    conn,
+                    tenant_id=r["tenant_id"],
+                    event_type=EventType.WARMUP_PAUSED,
+                    subject_id=r["from_account_id"],
+                    payload={"account": r["from_account_id"], "reason": what, "event": r["id"]},
+                    dedupe_key=f"warmup:paused:event:{r['id']}",
+                )
+    last = rows[-1]["id"] if len(rows) == 500 else top
+    await app.redis.set(CURSOR_KEY, last)
+    return paused
 
 
 async def requeue_lost(app: App, now: dt.datetime, tenant_id: str | None) -> int:

@@ -214,7 +214,8 @@ async def test_killed_mid_engagement_never_replies_twice(
 
 async def test_hard_bounce_pauses_the_account(app: App, services: Services) -> None:
     """A 5xx hard bounce at RCPT: the message is not sent, the sender's warmup is paused
-    with an event, and the next tick plans nothing for it."""
+    with an event, and the next tick plans nothing for it. A complaint about warmup mail
+    (an unattributed bounce event naming its Message-ID) pauses that sender too."""
     peer = await ScriptedPeer().start()
     try:
         ida = await _account(app, "p1@wa.test", smtp=("127.0.0.1", peer.port))
@@ -244,6 +245,25 @@ async def test_hard_bounce_pauses_the_account(app: App, services: Services) -> N
         await tick(app, all_now=True)
         assert (await _planned(app, dt.date.today()))[ida] == before[ida]
         assert not peer.messages
+        # A complaint that bounce processing could not attribute (warmup mail has no
+        # delivery row) names the warmup Message-ID: the next tick pauses its sender.
+        theirs = await app.db.fetchval(
+            "SELECT message_id FROM warmup_messages WHERE from_account_id = $1 LIMIT 1", idb
+        )
+        for n, mid in enumerate((theirs.strip("<>"), "<unrelated@wb.test>")):
+            await app.db.execute(
+                "INSERT INTO events (tenant_id, type, payload, dedupe_key) "
+                "VALUES ($1, 'bounce.unattributed', $2, $3)",
+                TENANT,
+                {"kind": "complaint", "original_message_id": mid, "bounce_type": None},
+                f"x{n}",
+            )
+        result = await tick(app, all_now=True)
+        assert result.paused == 1
+        assert await app.db.fetchval(
+            "SELECT paused_reason FROM warmup_configs WHERE email_account_id = $1", idb
+        ) == "complaint "
+        assert (await tick(app, all_now=True)).paused == 0
     finally:
         await peer.stop()
 
