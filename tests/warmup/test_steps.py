@@ -26,9 +26,10 @@ from tests.delivery.peer import ScriptedPeer
 from tests.peers.dovecot import Dovecot
 from tests.peers.postfix import Postfix
 from tests.warmup.conftest import DOMAINS, Box, new_box
-from warmup import content, store
+from tests.daemon import poll
+from warmup import content, plan, store
 from warmup.metrics import METRICS
-from warmup.planner import tick
+from warmup.planner import LEASE_KEY, PlannerComponent, tick
 from warmup.steps import Steps
 
 TENANT = "ts"
@@ -304,3 +305,33 @@ async def test_warmup_mail_is_never_a_campaign_reply(app: App) -> None:
         "SELECT message_type FROM email_messages WHERE tenant_id = $1 ORDER BY subject", TENANT
     )
     assert sorted(r["message_type"] for r in stored) == ["reply", "warmup"]
+
+
+async def test_planner_component_has_one_leader(app: App) -> None:
+    """Two planner components (two instances): one holds the lease and plans what is due
+    by now on today's schedule; the other plans nothing; stopping frees the lease."""
+    ids = [await _account(app, f"c{i}@{DOMAINS[i % 2]}") for i in range(2)]
+    for account in ids:
+        await _enable(app, account, daily_start=48, daily_max=48, started_on=dt.date.today(),
+                      window_start_hour=0, window_end_hour=24)  # fmt: skip
+    before = dt.datetime.now(dt.UTC)
+    first, second = PlannerComponent(app), PlannerComponent(app)
+    await first.start()
+    await poll(lambda: asyncio.sleep(0, first.ticks), lambda n: n >= 1, 10)
+    await second.start()
+    await asyncio.sleep(0.2)
+    after = dt.datetime.now(dt.UTC)
+    try:
+        assert second.ticks == 0 and first.ready() and second.ready()
+        cfg = await store.config(app.db, TENANT, ids[0])
+        assert cfg is not None
+        times = plan.schedule(48, before.date(), cfg.window, f"{TENANT}:{ids[0]}")
+        low, high = plan.to_plan(times, 0, before, False), plan.to_plan(times, 0, after, False)
+        planned = await _planned(app, before.date())
+        assert low <= planned.get(ids[0], 0) <= high
+        assert await app.redis.get(LEASE_KEY) == first.holder.encode()
+    finally:
+        loop = asyncio.get_running_loop()
+        await first.stop(loop.time() + 5)
+        await second.stop(loop.time() + 5)
+    assert await app.redis.get(LEASE_KEY) is None
