@@ -22,11 +22,11 @@ from gateway.services import Services
 from gateway.warmupmark import WarmupMarker
 from ingest.accounts import add_account
 from ingest.store import Pending, analyse, store_batch
+from tests.daemon import poll
 from tests.delivery.peer import ScriptedPeer
 from tests.peers.dovecot import Dovecot
 from tests.peers.postfix import Postfix
 from tests.warmup.conftest import DOMAINS, Box, new_box
-from tests.daemon import poll
 from warmup import content, plan, store
 from warmup.metrics import METRICS
 from warmup.planner import LEASE_KEY, PlannerComponent, tick
@@ -261,9 +261,12 @@ async def test_hard_bounce_pauses_the_account(app: App, services: Services) -> N
             )
         result = await tick(app, all_now=True)
         assert result.paused == 1
-        assert await app.db.fetchval(
-            "SELECT paused_reason FROM warmup_configs WHERE email_account_id = $1", idb
-        ) == "complaint "
+        assert (
+            await app.db.fetchval(
+                "SELECT paused_reason FROM warmup_configs WHERE email_account_id = $1", idb
+            )
+            == "complaint "
+        )
         assert (await tick(app, all_now=True)).paused == 0
     finally:
         await peer.stop()
