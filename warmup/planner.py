@@ -162,7 +162,7 @@ async def pause_bounced(app: App) -> int:
         what = "complaint" if r["kind"] == "complaint" else "hard bounce"
         async with app.db.acquire() as conn, conn.transaction():
             if await store.pause(
-                conn, r["tenant_id"], r["from_account_id"], f"{what} {r['reason']}"
+                conn, r["tenant_id"], r["from_account_id"], f"{what} {r['reason']}".strip()
             ):
                 paused += 1
                 await record_event(

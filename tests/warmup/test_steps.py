@@ -265,7 +265,7 @@ async def test_hard_bounce_pauses_the_account(app: App, services: Services) -> N
             await app.db.fetchval(
                 "SELECT paused_reason FROM warmup_configs WHERE email_account_id = $1", idb
             )
-            == "complaint "
+            == "complaint"
         )
         assert (await tick(app, all_now=True)).paused == 0
     finally:
