@@ -27,15 +27,40 @@ from dataclasses import dataclass, field
 from delivery.compose import domain_of
 from gateway.app import App
 from gateway.events import EventType, record_event
+from gateway.jobs.contracts import WARMUP, encode_job
 from gateway.services import Services
 from gateway.warmupmark import WarmupMarker
 from warmup import content, plan, store
-from warmup.steps import enqueue
+from warmup.steps import outbound_payload
 
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "mailgate:warmup:planner"  # not tenant data: the one active planner's lease
 REQUEUE_AFTER_S = 600.0
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A row just planned: what its outbound job names."""
+
+    tenant_id: str
+    id: str
+    from_account_id: str
+
+
+def pool_members(sender: store.Config, configs: list[store.Config]) -> list[plan.Member]:
+    """The sender's pool out of every config (see :func:`store.pool_of`), in memory."""
+    if sender.pool == "network":
+        chosen = [c for c in configs if c.pool == "network"]
+    else:
+        chosen = [c for c in configs if c.tenant_id == sender.tenant_id]
+    return [c.member for c in chosen if c.active]
+
+
+def _times(app: App, cfg: store.Config, day: dt.date) -> list[dt.datetime]:
+    account_limit = app.settings.delivery_account_per_day or None
+    quota = plan.quota(cfg.ramp, day, account_limit)
+    return plan.schedule(quota, day, cfg.window, f"{cfg.tenant_id}:{cfg.account_id}")
 
 
 async def plan_sender(
@@ -46,21 +71,20 @@ async def plan_sender(
     all_now: bool,
     limit: int | None = None,
     rng: random.Random | None = None,
-) -> list[store.Row]:
-    """Plan the sender's due sends (all of today's with ``all_now``), at most ``limit``;
-    the new rows. Their outbound jobs are queued by the caller."""
+    members: list[plan.Member] | None = None,
+) -> list[Planned]:
+    """Plan the sender's due sends (all of today's with ``all_now``), at most ``limit``,
+    in one transaction under the lock on its config row; the new rows (their outbound jobs
+    are queued by the caller, after the commit). ``members``: the pool, when the caller
+    has it already."""
     rng = rng or random.Random()
     day = cfg.window.local_day(now)
-    account_limit = app.settings.delivery_account_per_day or None
-    times = plan.schedule(
-        plan.quota(cfg.ramp, day, account_limit),
-        day,
-        cfg.window,
-        f"{cfg.tenant_id}:{cfg.account_id}",
-    )
-    members = [c.member for c in await store.pool_of(app.db, cfg)]
+    times = _times(app, cfg, day)
+    if members is None:
+        members = [c.member for c in await store.pool_of(app.db, cfg)]
     marker = WarmupMarker(app.secret_key)
-    made: list[str] = []
+    domain = domain_of(cfg.address)
+    values: list[tuple[object, ...]] = []
     async with app.db.acquire() as conn, conn.transaction():
         if not await store.lock_config(conn, cfg.tenant_id, cfg.account_id):
             return []
@@ -68,29 +92,24 @@ async def plan_sender(
         count = plan.to_plan(times, planned, now, all_now)
         if limit is not None:
             count = min(count, limit)
+        if count <= 0:
+            return []
         last = await store.last_receiver(conn, cfg.tenant_id, cfg.account_id)
         for k in range(planned, planned + count):
             to = plan.pick_receiver(cfg.member, members, last, rng)
             if to is None:
                 break
             row_id = store.new_row_id()
-            message_id = marker.mint(domain_of(cfg.address))
-            draft = content.new_message(row_id, cfg.address, to.address, message_id)
-            await store.insert(
-                conn,
-                row_id=row_id,
-                tenant_id=cfg.tenant_id,
-                from_account_id=cfg.account_id,
-                to=to,
-                message_id=message_id,
-                quota_day=day,
-                subject=draft.subject,
-                reply_planned=plan.reply_planned(k, to.reply_rate),
-            )
-            made.append(row_id)
+            message_id = marker.mint(domain)
+            subject = content.new_message(row_id, cfg.address, to.address, message_id).subject
+            values.append(
+                (row_id, cfg.tenant_id, cfg.account_id, to.tenant_id, to.account_id,
+                 message_id, None, 0, day, subject, None, None,
+                 plan.reply_planned(k, to.reply_rate))
+            )  # fmt: skip
             last = to.account_id
-    rows = [await store.row(app.db, cfg.tenant_id, row_id) for row_id in made]
-    return [r for r in rows if r is not None]
+        await store.insert_many(conn, values)
+    return [Planned(cfg.tenant_id, str(v[0]), cfg.account_id) for v in values]
 
 
 @dataclass
@@ -118,14 +137,26 @@ async def tick(
     now = now or dt.datetime.now(dt.UTC)
     result = TickResult()
     result.paused = await pause_bounced(app)
-    for cfg in await store.configs(app.db, tenant_id):
-        if not cfg.active:
+    configs = await store.configs(app.db, tenant_id)
+    if tenant_id is not None:  # a network pool reaches beyond the tenant
+        configs += [c for c in await store.configs(app.db) if c.pool == "network"]
+        configs = list({(c.tenant_id, c.account_id): c for c in configs}.values())
+    counts = await store.planned_counts(app.db, tenant_id, now.date() - dt.timedelta(days=1))
+    made: list[Planned] = []
+    for cfg in configs:
+        if not cfg.active or (tenant_id is not None and cfg.tenant_id != tenant_id):
             continue
-        rows = await plan_sender(app, cfg, now, all_now=all_now, rng=rng)
-        for r in rows:
-            await enqueue(app, r.tenant_id, r.id, "outbound", r.from_account_id, 0)
+        day = cfg.window.local_day(now)
+        already = counts.get((cfg.tenant_id, cfg.account_id, day), 0)
+        if plan.to_plan(_times(app, cfg, day), already, now, all_now) <= 0:
+            continue  # nothing due: no transaction (the locked recount decides otherwise)
+        rows = await plan_sender(
+            app, cfg, now, all_now=all_now, rng=rng, members=pool_members(cfg, configs)
+        )
+        made += rows
         if rows:
             result.planned[cfg.account_id] = len(rows)
+    await enqueue_many(app, [(r.tenant_id, r.id, r.from_account_id) for r in made])
     result.requeued = await requeue_lost(app, now, tenant_id)
     return result
 
@@ -188,9 +219,21 @@ async def requeue_lost(app: App, now: dt.datetime, tenant_id: str | None) -> int
         tenant_id,
         now - dt.timedelta(seconds=REQUEUE_AFTER_S),
     )
-    for r in rows:
-        await enqueue(app, r["tenant_id"], r["id"], "outbound", r["from_account_id"], 0)
+    await enqueue_many(app, [(r["tenant_id"], r["id"], r["from_account_id"]) for r in rows])
     return len(rows)
+
+
+async def enqueue_many(app: App, rows: list[tuple[str, str, str]]) -> None:
+    """Queue the outbound step of each (tenant, row id, sender) in one round trip."""
+    if not rows:
+        return
+    jobs = [
+        encode_job(
+            WARMUP, outbound_payload(tenant, row_id, account), id=f"warmup-outbound-{row_id}"
+        )
+        for tenant, row_id, account in rows
+    ]
+    await app.redis.lpush(WARMUP, *jobs)
 
 
 class PlannerComponent:

@@ -154,7 +154,8 @@ class Steps:
             if cfg is None or not cfg.active:
                 return {"status": "inactive"}
             made = await plan_sender(self.app, cfg, _now(self.clock), all_now=True, limit=1)
-            results = [await self.outbound(r) for r in made]
+            planned = [await store.row(self.db, p.tenant_id, p.id) for p in made]
+            results = [await self.outbound(r) for r in planned if r is not None]
             return {"status": "planned", "results": results}
         rows = await store.rows_waiting(
             self.db, tenant, payload.email_account_id, payload.warmup_type
@@ -474,6 +475,17 @@ class Steps:
     ) -> None:
         await enqueue(self.app, row.tenant_id, row.id, step, account_id, sequence + 3 * row.depth,
                       not_before)  # fmt: skip
+
+
+def outbound_payload(tenant_id: str, row_id: str, account_id: str) -> WarmupPayload:
+    """The outbound step of a planned row."""
+    return WarmupPayload(
+        email_account_id=account_id,
+        warmup_type="outbound",
+        sequence_step=0,
+        tenant_id=tenant_id,
+        warmup_message_id=row_id,
+    )
 
 
 async def enqueue(

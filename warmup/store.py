@@ -254,6 +254,27 @@ async def insert(
     return made is not None
 
 
+async def insert_many(conn: Db, values: Sequence[tuple[object, ...]]) -> None:
+    """Add planned rows in one round trip (``values`` in the column order of ``_INSERT``)."""
+    if values:
+        await conn.executemany(_INSERT, values)
+
+
+async def planned_counts(
+    db: Db, tenant_id: str | None, since: dt.date
+) -> dict[tuple[str, str, dt.date], int]:
+    """New conversations planned per (tenant, sender, day) since ``since``: one query for a
+    whole tick, so a sender at its quota costs no transaction."""
+    rows = await db.fetch(
+        "SELECT tenant_id, from_account_id, quota_day, count(*) AS n FROM warmup_messages "
+        "WHERE ($1::text IS NULL OR tenant_id = $1) AND quota_day >= $2 AND depth = 0 "
+        "GROUP BY 1, 2, 3",
+        tenant_id,
+        since,
+    )
+    return {(r["tenant_id"], r["from_account_id"], r["quota_day"]): r["n"] for r in rows}
+
+
 async def reply_of(db: Db, tenant_id: str, parent_id: str) -> Row | None:
     """The reply row made for a parent (the parent's receiver is the reply's sender)."""
     found = await db.fetchrow(_ROW + " WHERE m.parent_id = $1", parent_id)
