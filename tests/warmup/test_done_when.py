@@ -197,6 +197,18 @@ async def test_done_when(
         "inbox": sum(r["folder_found"] == "inbox" for r in rows),
         "spam": sum(r["folder_found"] == "spam" for r in rows),
     }
+    # Prometheus: sends, placements by folder, replies, the per-account inbox gauge.
+    registry = app.metrics.registry
+    assert registry.get_sample_value("warmup_sent_total") == len(rows)
+    assert registry.get_sample_value("warmup_replies_total") == len(replies)
+    for folder in ("inbox", "spam"):
+        assert registry.get_sample_value("warmup_placement_total", {"folder": folder}) == sum(
+            r["folder_found"] == folder for r in rows
+        )
+    gauge = registry.get_sample_value(
+        "warmup_inbox_placement_ratio", {"tenant": TENANT, "account": ids[0]}
+    )
+    assert gauge is not None and round(100 * gauge, 1) == status[ids[0]]["placement_pct_7d"]
     # The HTTP view: placement per account per day, and the same status objects.
     http = web.Application()
     http.add_routes(routes(app, services))

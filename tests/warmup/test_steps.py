@@ -16,6 +16,7 @@ from delivery.pool import Endpoint
 from delivery.reply import SmtpReply
 from delivery.service import SENDER
 from gateway.app import App
+from gateway.jobs import DeferJob
 from gateway.messages import MailboxPosition
 from gateway.secretkey import CredentialBox
 from gateway.services import Services
@@ -338,3 +339,38 @@ async def test_planner_component_has_one_leader(app: App) -> None:
         await first.stop(loop.time() + 5)
         await second.stop(loop.time() + 5)
     assert await app.redis.get(LEASE_KEY) is None
+
+
+async def test_not_found_in_time_counts_as_missing(
+    app: App, services: Services, lmtp_dovecot: Dovecot
+) -> None:
+    """A message that never arrived: looked for again until warmup_missing_after_s, then
+    recorded missing (a placement event), and no engagement follows."""
+    app.settings = app.settings.model_copy(update={"warmup_missing_after_s": 60.0})
+    a = new_box(lmtp_dovecot, DOMAINS[0])
+    b = new_box(lmtp_dovecot, DOMAINS[1])
+    ida = await _account(app, a.address, dovecot=lmtp_dovecot, password=a.password)
+    idb = await _account(app, b.address, dovecot=lmtp_dovecot, password=b.password)
+    for account in (ida, idb):
+        await _enable(app, account, started_on=dt.date.today())
+    await tick(app, all_now=True)
+    row_id = await app.db.fetchval("SELECT id FROM warmup_messages WHERE from_account_id = $1", ida)
+    await app.db.execute("UPDATE warmup_messages SET sent_at = now() WHERE id = $1", row_id)
+    steps = Steps(app, services.get(SENDER), services.get(METRICS))
+    row = await store.row(app.db, TENANT, row_id)
+    assert row is not None
+    with pytest.raises(DeferJob):
+        await steps.inbound(row, None)
+    await app.db.execute(
+        "UPDATE warmup_messages SET sent_at = now() - interval '2 minutes' WHERE id = $1", row_id
+    )
+    row = await store.row(app.db, TENANT, row_id)
+    assert row is not None
+    assert (await steps.inbound(row, None))["status"] == "missing"
+    row = await store.row(app.db, TENANT, row_id)
+    assert row is not None and row.missing_at is not None and row.folder_found is None
+    assert (await steps.engagement(row))["status"] == "not found"
+    placement = await app.db.fetchval(
+        "SELECT payload->>'placement' FROM events WHERE subject_id = $1", row_id
+    )
+    assert placement == "missing"
