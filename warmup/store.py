@@ -276,11 +276,12 @@ async def planned_counts(
 
 
 async def reply_of(db: Db, tenant_id: str, parent_id: str) -> Row | None:
-    """The reply row made for a parent (the parent's receiver is the reply's sender)."""
-    found = await db.fetchrow(_ROW + " WHERE m.parent_id = $1", parent_id)
-    if found is None or found["to_tenant_id"] != tenant_id:
-        return None
-    return _row(found)
+    """The reply row made for a parent; ``tenant_id`` is the reply's (its sender is the
+    parent's receiver)."""
+    found = await db.fetchrow(
+        _ROW + " WHERE m.tenant_id = $1 AND m.parent_id = $2", tenant_id, parent_id
+    )
+    return _row(found) if found is not None else None
 
 
 async def claim_send(db: Db, tenant_id: str, row_id: str, lease_s: float) -> bool | None:

@@ -29,9 +29,10 @@ from tests.peers.dovecot import Dovecot
 from tests.peers.postfix import Postfix
 from tests.warmup.conftest import DOMAINS, Box, new_box
 from warmup import content, plan, store
+from warmup.imap import ImapClient, Login
 from warmup.metrics import METRICS
 from warmup.planner import LEASE_KEY, PlannerComponent, tick
-from warmup.steps import Steps
+from warmup.steps import Steps, locate
 
 TENANT = "ts"
 DAY0 = dt.date(2026, 12, 7)
@@ -374,3 +375,25 @@ async def test_not_found_in_time_counts_as_missing(
         "SELECT payload->>'placement' FROM events WHERE subject_id = $1", row_id
     )
     assert placement == "missing"
+
+
+async def test_imap_finds_junk_by_special_use_and_moves_without_move(
+    lmtp_dovecot: Dovecot,
+) -> None:
+    """The client finds Junk by SPECIAL-USE, locates a message there by Message-ID and,
+    on a server without MOVE, moves it with COPY + STORE \\Deleted + UID EXPUNGE."""
+    box = new_box(lmtp_dovecot, DOMAINS[0])
+    mid = "<junk1.test@wb.test>"
+    lmtp_dovecot.deliver(
+        box.address, f"Message-ID: {mid}\r\nSubject: x\r\n\r\nx\r\n".encode(), "Junk"
+    )
+    login = Login(lmtp_dovecot.host, lmtp_dovecot.port, "none", box.address, box.password)
+    async with await ImapClient.connect(login, 10) as imap:
+        assert "MOVE" in imap.capabilities
+        assert await imap.junk() == "Junk"
+        imap.capabilities = imap.capabilities - {"MOVE"}
+        where = await locate(imap, mid)
+        assert where is not None and (where.placement, where.folder) == ("spam", "Junk")
+        await imap.move_to_inbox(where.uid)
+        assert await imap.find("Junk", mid) == []
+        assert len(await imap.find("INBOX", mid)) == 1
