@@ -24,6 +24,7 @@ ramps = st.builds(
 )
 
 
+@settings(deadline=None)
 @given(ramps, st.integers(-5, 400), st.one_of(st.none(), st.integers(0, 300)))
 def test_quota_is_the_ramp_capped(ramp: plan.Ramp, n: int, limit: int | None) -> None:
     """Day n's quota is min(start + n*inc, max), never above the account limit, 0 before
@@ -79,6 +80,7 @@ members = st.lists(
 )
 
 
+@settings(deadline=None)
 @given(members, st.integers(0, 7), st.one_of(st.none(), st.sampled_from(["a0", "a1", "a2"])))
 def test_pairing_rules(pool: list[plan.Member], pick: int, last: str | None) -> None:
     """Never itself; not the last receiver when avoidable; then another host if any."""
@@ -98,6 +100,7 @@ def test_pairing_rules(pool: list[plan.Member], pick: int, last: str | None) -> 
         assert to.host != sender.host
 
 
+@settings(deadline=None)
 @given(st.floats(0, 1), st.integers(1, 300))
 def test_replies_follow_the_rate_within_one(rate: float, n: int) -> None:
     """Over n messages the planned replies are within one of rate x n."""
@@ -105,6 +108,7 @@ def test_replies_follow_the_rate_within_one(rate: float, n: int) -> None:
     assert abs(replies - rate * n) <= 1
 
 
+@settings(deadline=None)
 @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=40))
 def test_marker_verifies_its_own_and_nothing_else(domain: str) -> None:
     """A minted Message-ID verifies (also lower-cased); another secret's, a tampered one
@@ -129,6 +133,7 @@ def test_classifier_marks_only_verified_warmup() -> None:
     assert classify_kind(dsn, warmup=True) is Kind.BOUNCE
 
 
+@settings(deadline=None)
 @given(st.text(min_size=1, max_size=60), st.text(max_size=60))
 def test_content_is_plain_and_threaded(seed: str, subject: str) -> None:
     """No links or pixels; a reply says Re:, and In-Reply-To/References name the parent."""
