@@ -381,7 +381,8 @@ async def test_imap_finds_junk_by_special_use_and_moves_without_move(
     lmtp_dovecot: Dovecot,
 ) -> None:
     """The client finds Junk by SPECIAL-USE, locates a message there by Message-ID and,
-    on a server without MOVE, moves it with COPY + STORE \\Deleted + UID EXPUNGE."""
+    on a server without MOVE, moves it with COPY + STORE \\Deleted + UID EXPUNGE; a
+    master-user login finds it too."""
     box = new_box(lmtp_dovecot, DOMAINS[0])
     mid = "<junk1.test@wb.test>"
     lmtp_dovecot.deliver(
@@ -397,3 +398,11 @@ async def test_imap_finds_junk_by_special_use_and_moves_without_move(
         await imap.move_to_inbox(where.uid)
         assert await imap.find("Junk", mid) == []
         assert len(await imap.find("INBOX", mid)) == 1
+    # The master user (``user*master``, the master's password) sees the same mailbox.
+    master = Login(
+        lmtp_dovecot.host, lmtp_dovecot.port, "none", box.address,
+        lmtp_dovecot.master_password, master_user=lmtp_dovecot.master_user,
+    )  # fmt: skip
+    async with await ImapClient.connect(master, 10) as imap:
+        where = await locate(imap, mid)
+        assert where is not None and where.placement == "inbox"
