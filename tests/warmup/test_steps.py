@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import random
+import re
 import time
 from typing import Any
 
@@ -17,6 +19,8 @@ from delivery.reply import SmtpReply
 from delivery.service import SENDER
 from gateway.app import App
 from gateway.jobs import DeferJob
+from gateway.jobs.contracts import WARMUP, WarmupPayload
+from gateway.jobs.envelope import new_job, parse_job
 from gateway.messages import MailboxPosition
 from gateway.secretkey import CredentialBox
 from gateway.services import Services
@@ -406,3 +410,32 @@ async def test_imap_finds_junk_by_special_use_and_moves_without_move(
     async with await ImapClient.connect(master, 10) as imap:
         where = await locate(imap, mid)
         assert where is not None and where.placement == "inbox"
+
+
+async def test_a_seed_producers_bare_outbound_step_plans_and_sends_one(
+    app: App, services: Services
+) -> None:
+    """The seed's payload (account, warmup_type, sequence_step; no row) plans one send
+    within today's quota and sends it: a marked Message-ID, plain text, no List-Unsubscribe;
+    at quota, the next bare step plans nothing."""
+    peer = await ScriptedPeer().start()
+    try:
+        ida = await _account(app, "s1@wa.test", smtp=("127.0.0.1", peer.port))
+        idb = await _account(app, "s2@wb.test", smtp=("127.0.0.1", peer.port))
+        for account in (ida, idb):
+            await _enable(app, account, started_on=dt.date.today(), daily_start=1)
+        steps = Steps(app, services.get(SENDER), services.get(METRICS))
+        raw = new_job({"email_account_id": ida, "warmup_type": "outbound", "sequence_step": 0})
+        job = parse_job(json.dumps(raw).encode(), WARMUP)
+        payload = WarmupPayload.model_validate(job.payload)
+        result = await steps.handle(job, payload)
+        assert [r["status"] for r in result["results"]] == ["sent"]
+        (sent,) = peer.messages
+        assert sent.rcpt_tos == ["s2@wb.test"]
+        message_id = re.search(rb"Message-ID: (<[^>]+>)", sent.content)
+        assert message_id and WarmupMarker(app.secret_key).verify(message_id.group(1).decode())
+        assert b"List-Unsubscribe" not in sent.content and b"http" not in sent.content
+        again = await steps.handle(job, payload)
+        assert again["results"] == [] and len(peer.messages) == 1
+    finally:
+        await peer.stop()
