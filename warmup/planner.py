@@ -95,16 +95,30 @@ async def plan_sender(
         if count <= 0:
             return []
         last = await store.last_receiver(conn, cfg.tenant_id, cfg.account_id)
+        threads = await store.threads_to_continue(conn, cfg.tenant_id, cfg.account_id)
         for k in range(planned, planned + count):
             to = plan.pick_receiver(cfg.member, members, last, rng)
             if to is None:
                 break
             row_id = store.new_row_id()
             message_id = marker.mint(domain)
-            subject = content.new_message(row_id, cfg.address, to.address, message_id).subject
+            thread = threads.pop((to.tenant_id, to.account_id), None)
+            if thread is not None:
+                # Continue the conversation the receiver last answered (a thread).
+                draft = content.reply_to(
+                    row_id,
+                    cfg.address,
+                    to.address,
+                    message_id,
+                    thread.subject,
+                    thread.message_id,
+                    thread.references,
+                )
+            else:
+                draft = content.new_message(row_id, cfg.address, to.address, message_id)
             values.append(
                 (row_id, cfg.tenant_id, cfg.account_id, to.tenant_id, to.account_id,
-                 message_id, None, 0, day, subject, None, None,
+                 message_id, None, 0, day, draft.subject, draft.in_reply_to, draft.references,
                  plan.reply_planned(k, to.reply_rate))
             )  # fmt: skip
             last = to.account_id

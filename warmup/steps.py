@@ -1,6 +1,8 @@
 """The warmup steps (seed 000's ``processWarmupJob``): outbound, inbound, engagement.
 
-``outbound`` (the sender): compose the planned message (:mod:`warmup.content`), take the
+``outbound`` (the sender): compose the planned message (:mod:`warmup.content`; a message
+to a partner whose last reply is not answered yet continues that thread, planned so by
+:func:`warmup.planner.plan_sender`), take the
 account's rate limits, DKIM-sign and send it through delivery's pool (the process's
 :data:`~delivery.service.SENDER`), record ``sent_at`` and queue the receiver's inbound step
 ``warmup_inbound_delay_s`` later. Warmup sends write no ``email_deliveries`` row and move
@@ -181,7 +183,7 @@ class Steps:
         return {"id": row.id, "status": status}
 
     def _draft(self, row: store.Row) -> content.Draft:
-        if row.depth == 0:
+        if row.depth == 0 and row.in_reply_to is None:
             draft = content.new_message(row.id, row.from_address, row.to_address, row.message_id)
             return content.Draft(
                 draft.from_email, draft.to_email, draft.message_id, row.subject, draft.text

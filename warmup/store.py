@@ -138,6 +138,45 @@ async def last_receiver(conn: Db, tenant_id: str, account_id: str) -> str | None
     return value
 
 
+@dataclass(frozen=True)
+class Thread:
+    """The latest reply a sender got from a partner, not yet continued."""
+
+    message_id: str
+    references: str | None
+    subject: str
+
+
+MAX_THREAD = 8  # messages in a References chain before a thread is left to rest
+
+
+async def threads_to_continue(
+    conn: Db, tenant_id: str, account_id: str
+) -> dict[tuple[str, str], Thread]:
+    """By partner (tenant, account): the latest sent reply the account received from it
+    that no message of the account continues yet, while the thread is short."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (r.tenant_id, r.from_account_id) r.tenant_id,
+                  r.from_account_id, r.message_id, r."references", r.subject
+           FROM warmup_messages r
+           WHERE r.to_tenant_id = $1 AND r.to_account_id = $2 AND r.depth = 1
+             AND r.sent_at IS NOT NULL
+             AND coalesce(array_length(string_to_array(r."references", ' '), 1), 0) < $3
+             AND NOT EXISTS (SELECT 1 FROM warmup_messages c WHERE c.tenant_id = $1
+                             AND c.from_account_id = $2 AND c.in_reply_to = r.message_id)
+           ORDER BY r.tenant_id, r.from_account_id, r.sent_at DESC""",
+        tenant_id,
+        account_id,
+        MAX_THREAD,
+    )
+    return {
+        (r["tenant_id"], r["from_account_id"]): Thread(
+            r["message_id"], r["references"], r["subject"]
+        )
+        for r in rows
+    }
+
+
 def new_row_id() -> str:
     return "wm_" + secrets.token_hex(8)
 

@@ -55,4 +55,7 @@ CREATE TABLE warmup_messages (
 CREATE UNIQUE INDEX warmup_messages_one_reply ON warmup_messages (parent_id)
     WHERE parent_id IS NOT NULL;
 CREATE INDEX warmup_messages_sender_day ON warmup_messages (tenant_id, from_account_id, quota_day);
+-- A new message may continue the thread of the last reply its receiver sent (in_reply_to).
+CREATE INDEX warmup_messages_thread ON warmup_messages (tenant_id, from_account_id, in_reply_to)
+    WHERE in_reply_to IS NOT NULL;
 CREATE INDEX warmup_messages_receiver ON warmup_messages (to_tenant_id, to_account_id, sent_at);

@@ -439,3 +439,44 @@ async def test_a_seed_producers_bare_outbound_step_plans_and_sends_one(
         assert again["results"] == [] and len(peer.messages) == 1
     finally:
         await peer.stop()
+
+
+async def test_next_message_continues_the_partners_last_reply(app: App, services: Services) -> None:
+    """A sender's next message to a partner that answered it continues that thread (Re:
+    subject, In-Reply-To the reply, References the chain), once; the one after starts a new
+    conversation."""
+    peer = await ScriptedPeer().start()
+    try:
+        ida = await _account(app, "t1@wa.test", smtp=("127.0.0.1", peer.port))
+        idb = await _account(app, "t2@wb.test", smtp=("127.0.0.1", peer.port))
+        await _enable(app, ida, started_on=DAY0, daily_start=1, daily_increment=0)
+        await _enable(app, idb, started_on=DAY0, daily_start=0, daily_increment=0)
+        await tick(app, now=dt.datetime.combine(DAY0, dt.time(12), tzinfo=dt.UTC), all_now=True)
+        first = await app.db.fetchrow("SELECT * FROM warmup_messages")
+        assert first["in_reply_to"] is None
+        to_a = plan.Member(ida, TENANT, "", 0.0, "t1@wa.test")
+        await store.insert(
+            app.db, row_id="wm_reply1", tenant_id=TENANT, from_account_id=idb, to=to_a,
+            message_id="<r1@wb.test>", quota_day=DAY0, subject="Re: " + first["subject"],
+            parent_id=first["id"], in_reply_to=first["message_id"],
+            references=first["message_id"],
+        )  # fmt: skip
+        await app.db.execute("UPDATE warmup_messages SET sent_at = now()")
+        day1 = DAY0 + dt.timedelta(days=1)
+        await tick(app, now=dt.datetime.combine(day1, dt.time(12), tzinfo=dt.UTC), all_now=True)
+        second = await app.db.fetchrow("SELECT * FROM warmup_messages WHERE quota_day = $1", day1)
+        assert second["in_reply_to"] == "<r1@wb.test>"
+        assert second["references"] == f"{first['message_id']} <r1@wb.test>"
+        assert second["subject"] == "Re: " + first["subject"]
+        steps = Steps(app, services.get(SENDER), services.get(METRICS))
+        row = await store.row(app.db, TENANT, second["id"])
+        assert row is not None and (await steps.outbound(row))["status"] == "sent"
+        (sent,) = peer.messages
+        assert b"In-Reply-To: <r1@wb.test>\r\n" in sent.content
+        assert b"Subject: Re: " + first["subject"].encode() + b"\r\n" in sent.content
+        day2 = DAY0 + dt.timedelta(days=2)
+        await tick(app, now=dt.datetime.combine(day2, dt.time(12), tzinfo=dt.UTC), all_now=True)
+        third = await app.db.fetchrow("SELECT * FROM warmup_messages WHERE quota_day = $1", day2)
+        assert third["in_reply_to"] is None
+    finally:
+        await peer.stop()
