@@ -186,7 +186,7 @@ FROM events e
 JOIN warmup_messages m ON m.tenant_id = e.tenant_id
  AND m.message_id IN (e.payload ->> 'original_message_id',
                       '<' || (e.payload ->> 'original_message_id') || '>')
-WHERE e.type = $1 AND e.id > $2
+WHERE e.type = $1 AND e.id > $2 AND e.id <= $3
   AND (e.payload ->> 'kind' = 'complaint' OR e.payload ->> 'bounce_type' = 'hard')
 ORDER BY e.id LIMIT 500
 """
@@ -202,7 +202,7 @@ async def pause_bounced(app: App) -> int:
     if top is None or top <= cursor:
         return 0
     paused = 0
-    rows = await app.db.fetch(_BOUNCED, EventType.BOUNCE_UNATTRIBUTED.value, cursor)
+    rows = await app.db.fetch(_BOUNCED, EventType.BOUNCE_UNATTRIBUTED.value, cursor, top)
     for r in rows:
         what = "complaint" if r["kind"] == "complaint" else "hard bounce"
         async with app.db.acquire() as conn, conn.transaction():
@@ -224,14 +224,18 @@ async def pause_bounced(app: App) -> int:
 
 
 async def requeue_lost(app: App, now: dt.datetime, tenant_id: str | None) -> int:
-    """Queue again the outbound step of rows planned long ago, never claimed or sent."""
+    """Queue again the outbound step of rows planned long ago (since yesterday), never
+    claimed or sent, of senders still active (a paused account's rows wait for it)."""
     rows = await app.db.fetch(
-        "SELECT tenant_id, id, from_account_id FROM warmup_messages "
-        "WHERE ($1::text IS NULL OR tenant_id = $1) AND sent_at IS NULL "
-        "AND send_claimed_at IS NULL AND missing_at IS NULL AND depth = 0 "
-        "AND planned_at < $2 LIMIT 500",
+        "SELECT m.tenant_id, m.id, m.from_account_id FROM warmup_messages m "
+        "JOIN warmup_configs c ON c.tenant_id = m.tenant_id "
+        "AND c.email_account_id = m.from_account_id AND c.enabled AND c.paused_at IS NULL "
+        "WHERE ($1::text IS NULL OR m.tenant_id = $1) AND m.sent_at IS NULL "
+        "AND m.send_claimed_at IS NULL AND m.missing_at IS NULL AND m.depth = 0 "
+        "AND m.planned_at < $2 AND m.quota_day >= $3 LIMIT 500",
         tenant_id,
         now - dt.timedelta(seconds=REQUEUE_AFTER_S),
+        now.date() - dt.timedelta(days=1),
     )
     await enqueue_many(app, [(r["tenant_id"], r["id"], r["from_account_id"]) for r in rows])
     return len(rows)

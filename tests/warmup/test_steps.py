@@ -480,3 +480,23 @@ async def test_next_message_continues_the_partners_last_reply(app: App, services
         assert third["in_reply_to"] is None
     finally:
         await peer.stop()
+
+
+async def test_rows_whose_job_was_lost_are_queued_again(app: App) -> None:
+    """A crash between the planning commit and the LPUSH loses the outbound jobs: a later
+    tick queues them again, for an active sender only."""
+    ids = [await _account(app, f"q{i}@{DOMAINS[i % 2]}") for i in range(2)]
+    for account in ids:
+        await _enable(app, account, started_on=dt.date.today(), daily_start=2)
+    first = await tick(app, all_now=True)
+    assert first.total == 4 and first.requeued == 0
+    await app.redis.delete(WARMUP)  # the jobs are gone
+    await app.db.execute("UPDATE warmup_messages SET planned_at = now() - interval '1 hour'")
+    await app.db.execute(
+        "UPDATE warmup_configs SET paused_at = now() WHERE email_account_id = $1", ids[1]
+    )
+    again = await tick(app, all_now=True)
+    assert again.total == 0 and again.requeued == 2
+    jobs = [json.loads(j) for j in await app.redis.lrange(WARMUP, 0, -1)]
+    assert {j["payload"]["email_account_id"] for j in jobs} == {ids[0]}
+    assert {j["payload"]["warmup_type"] for j in jobs} == {"outbound"}
