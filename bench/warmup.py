@@ -104,10 +104,11 @@ async def bench_planning(app: App, accounts: int, quota: int) -> dict[str, Any]:
     box = CredentialBox(app.secret_key)
     for i in range(accounts):
         acc = await add_account(
-            app.db, box, tenant_id=TENANT, address=f"p{i}@plan{i % 7}.test", imap_host=None,
+            app.db, box, tenant_id=TENANT, address=f"p{i}@plan{i % 7}.test",
+            imap_host=f"imap.plan{i % 7}.test", imap_security="none", password="pw",
             smtp_host="127.0.0.1", smtp_port=25, smtp_security="none",
         )  # fmt: skip
-        assert acc is None
+        assert acc is not None
     ids = [r["id"] for r in await app.db.fetch("SELECT id FROM email_accounts ORDER BY id")]
     for account in ids:
         await enable(app, account, quota, 0.3)

@@ -54,7 +54,7 @@ def pool_members(sender: store.Config, configs: list[store.Config]) -> list[plan
         chosen = [c for c in configs if c.pool == "network"]
     else:
         chosen = [c for c in configs if c.tenant_id == sender.tenant_id]
-    return [c.member for c in chosen if c.active]
+    return [c.member for c in chosen if c.active and c.has_imap]
 
 
 def _times(app: App, cfg: store.Config, day: dt.date) -> list[dt.datetime]:
@@ -158,7 +158,9 @@ async def tick(
     counts = await store.planned_counts(app.db, tenant_id, now.date() - dt.timedelta(days=1))
     made: list[Planned] = []
     for cfg in configs:
-        if not cfg.active or (tenant_id is not None and cfg.tenant_id != tenant_id):
+        if not cfg.active or not cfg.has_imap:
+            continue  # warmup goes both ways: an account without IMAP takes no part
+        if tenant_id is not None and cfg.tenant_id != tenant_id:
             continue
         day = cfg.window.local_day(now)
         already = counts.get((cfg.tenant_id, cfg.account_id, day), 0)

@@ -293,8 +293,8 @@ class Steps:
         try:
             async with await self._imap(row.to_tenant_id, row.to_account_id) as imap:
                 return await locate(imap, row.message_id) is not None
-        except ImapError:
-            return False
+        except (ImapError, PermanentJobError):
+            return False  # cannot tell: send (a duplicate at worst, never a loss)
 
     async def pause(self, tenant: str, account_id: str, reason: str) -> None:
         """Pause an account's warmup and record why (once)."""

@@ -37,6 +37,7 @@ class Config:
     window: Window
     reply_rate: float
     pool: str
+    has_imap: bool = True
 
     @property
     def member(self) -> Member:
@@ -52,7 +53,8 @@ SELECT c.tenant_id, c.email_account_id, a.address,
        lower(coalesce(a.imap_host, split_part(a.address, '@', 2))) AS host,
        c.enabled AND a.enabled AS enabled, c.paused_at, c.daily_start, c.daily_increment,
        c.daily_max, c.started_on, c.weekdays_only, c.window_start_hour, c.window_end_hour,
-       c.time_zone, c.reply_rate, c.pool
+       c.time_zone, c.reply_rate, c.pool,
+       a.imap_host IS NOT NULL AND a.imap_password_enc IS NOT NULL AS has_imap
 FROM warmup_configs c
 JOIN email_accounts a ON a.tenant_id = c.tenant_id AND a.id = c.email_account_id
 """
@@ -76,6 +78,7 @@ def _config(r: asyncpg.Record) -> Config:
         window=Window(r["window_start_hour"], r["window_end_hour"], r["time_zone"]),
         reply_rate=float(r["reply_rate"]),
         pool=r["pool"],
+        has_imap=r["has_imap"],
     )
 
 
@@ -108,12 +111,13 @@ async def lock_config(conn: asyncpg.Connection, tenant_id: str, account_id: str)
 
 async def pool_of(db: Db, sender: Config) -> list[Config]:
     """The active accounts the sender may write to: its tenant's (pool ``tenant``) or
-    every account that opted into the network (pool ``network``, the sender included)."""
+    every account that opted into the network (pool ``network``, the sender included);
+    only accounts with an IMAP login (a receiver must be able to look for the mail)."""
     if sender.pool == "network":
         rows = await db.fetch(_CONFIG + " WHERE c.pool = 'network'")
     else:
         rows = await db.fetch(_CONFIG + " WHERE c.tenant_id = $1", sender.tenant_id)
-    return [c for c in map(_config, rows) if c.active]
+    return [c for c in map(_config, rows) if c.active and c.has_imap]
 
 
 async def planned_on(conn: Db, tenant_id: str, account_id: str, day: dt.date) -> int:

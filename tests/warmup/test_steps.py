@@ -55,20 +55,18 @@ async def _account(
         CredentialBox(app.secret_key),
         tenant_id=TENANT,
         address=address,
-        imap_host=dovecot.host if dovecot else None,
+        # Without a Dovecot: an IMAP login nobody uses, on a host of the address's domain.
+        imap_host=dovecot.host if dovecot else "imap." + address.partition("@")[2],
         imap_port=dovecot.port if dovecot else 993,
         imap_security="none",
-        password=password if dovecot else None,
+        password=password,
         smtp_host=smtp[0] if smtp else "127.0.0.1",
         smtp_port=smtp[1] if smtp else 25,
         smtp_security="none",
     )
     if account is not None:
         return account.id
-    found: str = await app.db.fetchval(
-        "SELECT id FROM email_accounts WHERE tenant_id = $1 AND address = $2", TENANT, address
-    )
-    return found
+    raise AssertionError("an account with an IMAP login was expected")
 
 
 async def _enable(app: App, account: str, **values: Any) -> None:
@@ -98,12 +96,21 @@ async def _planned(app: App, day: dt.date) -> dict[str, int]:
 async def test_ramp_over_simulated_days_and_concurrent_ticks(app: App) -> None:
     """Day n plans min(1 + 2n, 4) per account (injected clock); five ticks at once on
     one day still plan exactly the quota; a paced tick plans only what is due; pairs never
-    repeat back to back and nobody writes to itself; a disabled account is untouched."""
+    repeat back to back and nobody writes to itself; a disabled account and one without
+    IMAP take no part."""
     ids = [await _account(app, f"r{i}@{DOMAINS[i % 2]}") for i in range(3)]
     for account in ids:
         await _enable(app, account)
     idle = await _account(app, "idle@wa.test")
     await _enable(app, idle, enabled=False)
+    blind = await add_account(
+        app.db, CredentialBox(app.secret_key), tenant_id=TENANT, address="blind@wb.test",
+        imap_host=None, smtp_host="127.0.0.1", smtp_port=25, smtp_security="none",
+    )  # fmt: skip
+    assert blind is None
+    blind_id = await app.db.fetchval("SELECT id FROM email_accounts WHERE address = $1",
+                                     "blind@wb.test")  # fmt: skip
+    await _enable(app, blind_id)
     for n, expected in enumerate((1, 3, 4, 4)):
         day = DAY0 + dt.timedelta(days=n)
         now = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
@@ -127,7 +134,8 @@ async def test_ramp_over_simulated_days_and_concurrent_ticks(app: App) -> None:
         "SELECT from_account_id, to_account_id FROM warmup_messages ORDER BY planned_at, id"
     )
     assert all(r["from_account_id"] != r["to_account_id"] for r in rows)
-    assert idle not in {r["from_account_id"] for r in rows} | {r["to_account_id"] for r in rows}
+    involved = {r["from_account_id"] for r in rows} | {r["to_account_id"] for r in rows}
+    assert idle not in involved and blind_id not in involved  # disabled; no IMAP
     last: dict[str, str] = {}
     for r in rows:
         assert last.get(r["from_account_id"]) != r["to_account_id"]
