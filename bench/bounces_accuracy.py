@@ -51,9 +51,17 @@ def predictions(eml_dir: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for path in sorted(eml_dir.iterdir()):
         for res in classify(path.read_bytes()):
-            rows.append({"file": path.name, "kind": res.kind, "recipient": res.recipient,
-                         "bounce_type": res.bounce_type, "reason": res.reason,
-                         "status": res.status, "diagnostic": res.diagnostic[:200]})
+            rows.append(
+                {
+                    "file": path.name,
+                    "kind": res.kind,
+                    "recipient": res.recipient,
+                    "bounce_type": res.bounce_type,
+                    "reason": res.reason,
+                    "status": res.status,
+                    "diagnostic": res.diagnostic[:200],
+                }
+            )
     return rows
 
 
@@ -63,8 +71,12 @@ def _score(scorer: Path, labels: list[str], rows: list[dict[str, object]]) -> di
         label_file, pred_file = Path(tmp) / "labels.jsonl", Path(tmp) / "preds.jsonl"
         label_file.write_text("".join(labels))
         pred_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        done = subprocess.run([sys.executable, str(scorer), str(label_file), str(pred_file),
-                               "--json"], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, str(scorer), str(label_file), str(pred_file), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -90,16 +102,19 @@ def main(argv: list[str]) -> int:
     families = sorted({family(json.loads(line)["file"]) for line in labels if line.strip()})
     print(f"\n{'family':10} {'records':>7} {'rcpt':>6} {'reason':>6} {'hard':>6} {'status':>6}")
     for fam in families:
-        fam_labels = [line for line in labels if line.strip()
-                      and family(json.loads(line)["file"]) == fam]
+        fam_labels = [
+            line for line in labels if line.strip() and family(json.loads(line)["file"]) == fam
+        ]
         fam_rows = [r for r in rows if family(str(r["file"])) == fam]
         scored = _score(scorer, fam_labels, fam_rows)
         if not scored["records"]:
             continue
         by_family[fam] = scored
-        print(f"{fam:10} {scored['records']:>7} {scored['recipient_found_pct']:>6} "
-              f"{scored['reason_agree_pct']:>6} {scored['hard_soft_agree_pct']:>6} "
-              f"{scored['status_agree_pct']:>6}")
+        print(
+            f"{fam:10} {scored['records']:>7} {scored['recipient_found_pct']:>6} "
+            f"{scored['reason_agree_pct']:>6} {scored['hard_soft_agree_pct']:>6} "
+            f"{scored['status_agree_pct']:>6}"
+        )
     figures["by_family"] = by_family
     print(json.dumps(figures))
     return 0

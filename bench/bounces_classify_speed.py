@@ -63,8 +63,12 @@ def sisimai_version() -> str:
     """Sisimai's version if Perl can load it, else ``""``."""
     if shutil.which("perl") is None:
         return ""
-    done = subprocess.run(["perl", "-MSisimai", "-e", "print $Sisimai::VERSION"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["perl", "-MSisimai", "-e", "print $Sisimai::VERSION"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
@@ -78,8 +82,9 @@ def ensure_sisimai(install: bool) -> str:
         return ""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     print("installing libsisimai-perl ...", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "libsisimai-perl"], env=env,
-                   capture_output=True, check=False)
+    subprocess.run(
+        ["apt-get", "install", "-y", "libsisimai-perl"], env=env, capture_output=True, check=False
+    )
     return sisimai_version()
 
 
@@ -94,8 +99,9 @@ def mailgate_round(paths: list[Path]) -> float:
 def sisimai_round(paths: list[Path]) -> float:
     """One timed pass of Sisimai in a Perl child (timed inside it); messages per second."""
     listing = "".join(f"{p}\n" for p in paths)
-    done = subprocess.run(["perl", "-e", SISIMAI_ROUND], input=listing,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["perl", "-e", SISIMAI_ROUND], input=listing, capture_output=True, text=True, check=True
+    )
     count, seconds, _records = done.stdout.split()
     return int(count) / float(seconds)
 
@@ -131,24 +137,36 @@ def main(argv: list[str]) -> int:
     print(f"rounds                {rounds}, alternating")
     print(f"mailgate msg/s        median {median:.0f}  range {min(ours):.0f}-{max(ours):.0f}")
     figures: dict[str, object] = {
-        "messages": len(paths), "rounds": rounds, "msg_per_s_median": round(median, 1),
-        "msg_per_s_min": round(min(ours), 1), "msg_per_s_max": round(max(ours), 1)}
+        "messages": len(paths),
+        "rounds": rounds,
+        "msg_per_s_median": round(median, 1),
+        "msg_per_s_min": round(min(ours), 1),
+        "msg_per_s_max": round(max(ours), 1),
+    }
     if theirs:
         their_median = statistics.median(theirs)
         ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
-        print(f"Sisimai {version} msg/s  median {their_median:.0f}  "
-              f"range {min(theirs):.0f}-{max(theirs):.0f}")
+        print(
+            f"Sisimai {version} msg/s  median {their_median:.0f}  "
+            f"range {min(theirs):.0f}-{max(theirs):.0f}"
+        )
         print(f"ratio per round       {', '.join(f'{r:.2f}' for r in ratios)}")
         print(f"vs_sisimai_same_run   {median / their_median:.2f}")
-        figures.update({
-            "sisimai_version": version, "sisimai_msg_per_s_median": round(their_median, 1),
-            "sisimai_msg_per_s_min": round(min(theirs), 1),
-            "sisimai_msg_per_s_max": round(max(theirs), 1),
-            "ratio_per_round": [round(r, 2) for r in ratios],
-            "vs_sisimai_same_run": round(median / their_median, 2)})
+        figures.update(
+            {
+                "sisimai_version": version,
+                "sisimai_msg_per_s_median": round(their_median, 1),
+                "sisimai_msg_per_s_min": round(min(theirs), 1),
+                "sisimai_msg_per_s_max": round(max(theirs), 1),
+                "ratio_per_round": [round(r, 2) for r in ratios],
+                "vs_sisimai_same_run": round(median / their_median, 2),
+            }
+        )
     else:
-        print("Sisimai               not measured (libsisimai-perl is not installed and could "
-              "not be installed here)")
+        print(
+            "Sisimai               not measured (libsisimai-perl is not installed and could "
+            "not be installed here)"
+        )
         figures.update({"sisimai_version": None, "vs_sisimai_same_run": "not measured"})
     print(json.dumps(figures))
     return 0

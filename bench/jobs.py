@@ -176,8 +176,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await migrate(conn)
         await conn.close()
         settings = load_settings(
-            database_url=db_url, redis_url=redis_url, data_dir=Path(tmp) / "data",
-            secret_key="b" * 40, log_level="WARNING", db_pool_max=20,
+            database_url=db_url,
+            redis_url=redis_url,
+            data_dir=Path(tmp) / "data",
+            secret_key="b" * 40,
+            log_level="WARNING",
+            db_pool_max=20,
         )
         ceiling = await bench_ceiling(redis_url, args.jobs)
         print(f"(a) ceiling, LMOVE+LREM one at a time: {ceiling['sequential']:9.0f} jobs/s")
@@ -198,8 +202,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 f"({int(emails['stored'])} stored)"
             )
         ratio = worker["jobs_per_s"] / ceiling["sequential"]
-        print(f"ratio (b)/(a sequential) = {ratio:.2f}; (b)/(a pipelined) = "
-              f"{worker['jobs_per_s'] / ceiling['pipelined_100']:.2f}")
+        print(
+            f"ratio (b)/(a sequential) = {ratio:.2f}; (b)/(a pipelined) = "
+            f"{worker['jobs_per_s'] / ceiling['pipelined_100']:.2f}"
+        )
         return {
             "ceiling_jobs_per_s": round(ceiling["sequential"]),
             "ceiling_pipelined_jobs_per_s": round(ceiling["pipelined_100"]),
@@ -228,4 +234,3 @@ if __name__ == "__main__":
         ns.jobs, ns.emails, ns.latency_samples = 2000, 1000, 100
     figures = asyncio.run(main(ns))
     print(json.dumps(figures))
-

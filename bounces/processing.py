@@ -833,6 +833,9 @@ def _event_payload(request: BounceRequest, report: _Report, outcome: str) -> dic
         "attribution": report.attribution,
         "unattributed_cause": report.cause or None,
         "candidate_delivery_id": report.candidate,
+        # The bounced message's own Message-ID: how warmup recognises a report about its
+        # mail (warmup sends write no delivery row, so such reports are unattributed).
+        "original_message_id": result.original_message_id or None,
     }
 
 

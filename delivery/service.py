@@ -603,6 +603,16 @@ class Sender:
             keys.append(key)
         return keys
 
+    async def sign(self, tenant: str, domain: str, message: bytes) -> tuple[bytes, int]:
+        """``message`` DKIM-signed with the tenant's own keys for ``domain`` (in the signer
+        process when one runs), and how many signatures it got (0: no key, unsigned). For
+        mail composed outside a campaign send (warmup) that must still be signed."""
+        keys = await self.keys_for(tenant, domain)
+        if not keys:
+            return message, 0
+        signed = await sign_message_offloaded(message, keys, self._signer, now=self.clock())
+        return signed, len(keys)
+
     def start_helpers(self) -> None:
         """Start the DKIM signer process now (in the background), so the first send does
         not wait for an interpreter to start; job handlers call it, one-off tools do not."""

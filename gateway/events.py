@@ -37,6 +37,7 @@ class EventType(StrEnum):
     IMPORT_COMPLETED = "import.completed"
     EXPORT_COMPLETED = "export.completed"
     WARMUP_PLACEMENT = "warmup.placement"
+    WARMUP_PAUSED = "warmup.paused"
     # Kept for operators and audits; not facts about a delivery.
     BOUNCE_IGNORED = "bounce.ignored"
     BOUNCE_UNATTRIBUTED = "bounce.unattributed"

@@ -671,6 +671,56 @@ class Settings(BaseSettings):
         "locks short so ingest is never blocked for long (10-100000).",
     )
 
+    # -- warmup (issue 13): fields added by warmup/ ----------------------------------------
+    warmup_inbound_delay_s: float = Field(
+        default=180.0,
+        ge=0,
+        le=86400,
+        description="Delay between a warmup send and the receiver's inbound step (looking "
+        "for it over IMAP), so the mail has time to arrive (0-86400 s).",
+    )
+    warmup_missing_after_s: float = Field(
+        default=7200.0,
+        ge=1,
+        le=604800,
+        description="A warmup message not found in INBOX or Junk this long after its send "
+        "counts as missing (1 s-7 days).",
+    )
+    warmup_retry_find_s: float = Field(
+        default=60.0,
+        ge=0.1,
+        le=3600,
+        description="How soon an inbound step that did not find the message looks again "
+        "(until warmup_missing_after_s).",
+    )
+    warmup_flag_rate: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of the warmup messages a receiver flags (\\Flagged, important) "
+        "besides marking them read (0-1).",
+    )
+    warmup_tick_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="How often the warmup planner (one active across instances) plans and "
+        "queues the sends that are due.",
+    )
+    warmup_imap_timeout_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=600,
+        description="Timeout of the connection and of each IMAP command of a warmup step.",
+    )
+    warmup_send_lease_s: float = Field(
+        default=200.0,
+        ge=0,
+        le=3600,
+        description="A warmup send claimed by one run is not taken over by another for "
+        "this long (the first may still be in its SMTP transaction).",
+    )
+
     # -- operations: dashboard, status, Redis failover (issue 14) ---------------------------
     dashboard_token: SecretStr | None = Field(
         default=None,

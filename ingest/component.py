@@ -23,6 +23,7 @@ from typing import Any
 from gateway.app import App
 from gateway.secretkey import CredentialBox
 from gateway.services import Services
+from gateway.warmupmark import WarmupMarker
 from ingest.accounts import Account, list_accounts
 from ingest.committer import Committer
 from ingest.coordination import Leases, LoginLimiter, instance_id
@@ -60,6 +61,7 @@ class IngestComponent:
             db=app.db,
             redis=app.redis,
             box=CredentialBox(app.secret_key),
+            marker=WarmupMarker(app.secret_key),
             limiter=LoginLimiter(app.redis, s.ingest_logins_per_min, s.ingest_login_burst),
             metrics=self.metrics,
             committer=Committer(

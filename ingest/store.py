@@ -24,6 +24,7 @@ import asyncpg
 
 from gateway.messagekind import classify_kind, lookup
 from gateway.messages import MailboxPosition, MessageRecord, advance_sync, store_messages
+from gateway.warmupmark import WarmupMarker
 from ingest.accounts import Account
 from ingest.parse import ParsedMessage, parse_message
 from ingest.routing import Delivery, find_delivery
@@ -45,20 +46,22 @@ class Analysed:
     fingerprint: bytes
 
 
-def message_type(parsed: ParsedMessage) -> str:
-    """The message's kind (:func:`gateway.messagekind.classify_kind`) from its parse."""
+def message_type(parsed: ParsedMessage, marker: WarmupMarker | None = None) -> str:
+    """The message's kind (:func:`gateway.messagekind.classify_kind`) from its parse;
+    ``warmup`` only when ``marker`` verifies its Message-ID (else it is ordinary mail)."""
     kind = classify_kind(
         lookup(parsed.headers),
         content_type=parsed.content_type,
         report_type=parsed.report_type or "",
+        warmup=marker is not None and marker.verify(parsed.message_id),
     )
     return kind.value
 
 
-def analyse(raw: bytes, max_bytes: int) -> Analysed:
+def analyse(raw: bytes, max_bytes: int, marker: WarmupMarker | None = None) -> Analysed:
     """Parse, classify and fingerprint ``raw`` (pure; safe in a worker thread)."""
     parsed = parse_message(raw, max_bytes=max_bytes)
-    return Analysed(raw, parsed, message_type(parsed), hashlib.sha256(raw).digest())
+    return Analysed(raw, parsed, message_type(parsed, marker), hashlib.sha256(raw).digest())
 
 
 @dataclass(frozen=True)

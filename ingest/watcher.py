@@ -25,6 +25,7 @@ from gateway.logs import bind
 from gateway.messages import MailboxPosition
 from gateway.secretkey import CredentialBox
 from gateway.settings import Settings
+from gateway.warmupmark import WarmupMarker
 from ingest.accounts import Account
 from ingest.committer import Committer
 from ingest.coordination import LoginLimiter
@@ -54,6 +55,7 @@ class IngestContext:
     metrics: IngestMetrics
     committer: Committer
     on_stored: Callable[[str, int, str], None] | None = None  # (account, uid, kind) for tests
+    marker: WarmupMarker | None = None  # verifies warmup Message-IDs (kind "warmup")
 
 
 class Watcher:
@@ -259,8 +261,10 @@ class Watcher:
     async def _analyse(self, raw: bytes) -> Analysed:
         s = self.ctx.settings
         if len(raw) >= s.ingest_offloop_parse_bytes:
-            return await asyncio.to_thread(analyse, raw, s.ingest_max_message_bytes)
-        return analyse(raw, s.ingest_max_message_bytes)
+            return await asyncio.to_thread(
+                analyse, raw, s.ingest_max_message_bytes, self.ctx.marker
+            )
+        return analyse(raw, s.ingest_max_message_bytes, self.ctx.marker)
 
     async def _prepare(self, items: list[FetchedItem], uidvalidity: int) -> list[Pending]:
         """Parse a fetched batch (large messages in a worker thread)."""

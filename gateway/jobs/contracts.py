@@ -243,11 +243,22 @@ class EmailSendPayload(Payload):
 
 
 class WarmupPayload(Payload):
-    """One warmup step for an account (seeds 000 and 002)."""
+    """One warmup step for an account (seeds 000 and 002). ``email_account_id`` is the
+    account acting: the sender for ``outbound``, the receiver for ``inbound`` and
+    ``engagement``. The planner also names the ``warmup_messages`` row
+    (``warmup_message_id``, of ``tenant_id``: the sender's) and, for an inbound step, the
+    time it is due (``not_before``: the send plus ``warmup_inbound_delay_s``). A seed
+    producer's bare step (no row) works too: outbound plans one send within today's quota,
+    inbound and engagement take every message of the account still waiting for them.
+    ``sequence_step`` orders the steps of one conversation (0 send, 1 inbound, 2
+    engagement; 3-5 the same for the reply)."""
 
     email_account_id: str = Field(min_length=1, max_length=200)
     warmup_type: Literal["inbound", "outbound", "engagement"]
     sequence_step: int = Field(default=0, ge=0)
+    tenant_id: Opt = Field(default=None, max_length=200)
+    warmup_message_id: Opt = Field(default=None, max_length=200)
+    not_before: dt.datetime | None = None
 
 
 class BouncePayload(Payload):

@@ -57,7 +57,7 @@ def test_version(env: dict[str, str]) -> None:
     ("args", "needles"),
     [
         (("enqueue", "queue:nosuch", "{}"), ("unknown queue 'queue:nosuch'", "--list")),
-        (("enqueue", "queue:warmup:process", "{}"), ("no installed handler consumes",)),
+        (("enqueue", "queue:webhook:process", "{}"), ("no installed handler consumes",)),
         (("enqueue", "queue:bounce:process", "@/nonexistent/job.json"), ("cannot read",)),
         (("enqueue", "queue:bounce:process", "{oops"), ("not valid JSON",)),
         (("enqueue", "queue:bounce:process", "[1]"), ("must be a JSON object",)),

@@ -63,9 +63,9 @@ async def test_queues_and_dlq_retry_and_purge(app: App, settings: Settings) -> N
         "attempt_count": 5,
         "error": "boom",
         "failed_at": "2026-01-01T00:00:00Z",
-        "queue_name": "queue:warmup:process",
+        "queue_name": "queue:webhook:process",
     }
-    malformed = {"raw": "{oops", "error": "malformed job", "queue_name": "queue:warmup:process"}
+    malformed = {"raw": "{oops", "error": "malformed job", "queue_name": "queue:webhook:process"}
     await app.redis.lpush(keys.DEAD, json.dumps(letter), json.dumps(malformed))
     await app.redis.lpush("queue:email-sending", b"{}", b"{}")
     await app.redis.zadd(keys.DELAYED, {keys.delayed_member("queue:email-sending", b"{}"): 1})
@@ -80,14 +80,14 @@ async def test_queues_and_dlq_retry_and_purge(app: App, settings: Settings) -> N
         "failed": 0,
         "consumed": True,
     }
-    assert depths["queues"]["queue:warmup:process"]["consumed"] is False
-    assert depths["queues"]["queue:warmup:process"]["failed"] == 2
+    assert depths["queues"]["queue:webhook:process"]["consumed"] is False
+    assert depths["queues"]["queue:webhook:process"]["failed"] == 2
     assert (depths["dead"], depths["delayed"], depths["processing"]) == (2, 1, 3)
     code, out, _ = await mailgate(settings, "queues")
-    assert re.search(r"queue:warmup:process\s+0\s+0\s+0\s+2\s+\(no installed handler\)", out)
+    assert re.search(r"queue:webhook:process\s+0\s+0\s+0\s+2\s+\(no installed handler\)", out)
     code, out, _ = await mailgate(settings, "dlq", "retry", "dead1")
     assert code == 0 and "retried 1" in out
-    revived = json.loads(await app.redis.lindex("queue:warmup:process", 0))
+    revived = json.loads(await app.redis.lindex("queue:webhook:process", 0))
     assert revived["id"] == "dead1" and revived["attempt_count"] == 0
     assert "error" not in revived and "failed_at" not in revived
     code, out, _ = await mailgate(settings, "dlq", "retry", "--all")

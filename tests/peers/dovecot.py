@@ -50,7 +50,7 @@ state_dir = {d}/state
 log_path = {d}/log/dovecot.log
 info_log_path = {d}/log/dovecot.log
 instance_name = mailgate-dovecot-{tag}
-protocols = imap
+protocols = {protocols}
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -103,6 +103,32 @@ service imap {{
 protocol imap {{
   mail_max_userip_connections = 10000
 }}
+{lmtp_conf}"""
+
+# LMTP delivery with Sieve (``lmtp=True``): a real MTA (Postfix's lmtp client) delivers into
+# the mailboxes and each user's ``~/.dovecot.sieve`` may file mail elsewhere (a spam filter's
+# verdict: ``fileinto "Junk"``). Every user has a Junk folder marked SPECIAL-USE \Junk.
+_LMTP_CONF = """
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+protocol lmtp {{
+  mail_plugins = $mail_plugins sieve
+  postmaster_address = postmaster@peers.test
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+namespace inbox {{
+  inbox = yes
+  mailbox Junk {{
+    special_use = \\Junk
+    auto = create
+  }}
+}}
 """
 
 
@@ -133,9 +159,12 @@ class Dovecot:
         mail_uid: int = MAIL_UID,
         mail_gid: int = MAIL_GID,
         master_conf: str | None = None,
+        lmtp: bool = False,
     ) -> None:
         """``master_conf``: configuration text that replaces the peer's own master-user
-        passdb (e.g. the Mailu recipe's lines; the test writes the file they name)."""
+        passdb (e.g. the Mailu recipe's lines; the test writes the file they name).
+        ``lmtp``: also listen for LMTP on ``lmtp_port`` and run users' Sieve scripts
+        (:meth:`set_sieve`); every user then has a SPECIAL-USE ``\\Junk`` folder."""
         for binary in (DOVECOT_BIN, DOVEADM_BIN):
             if shutil.which(binary) is None:
                 raise DovecotError(f"{binary} not found: apt-get install {DEBIAN_PACKAGES}")
@@ -147,6 +176,8 @@ class Dovecot:
         self.mail_uid = mail_uid
         self.mail_gid = mail_gid
         self.master_conf = master_conf
+        self.lmtp = lmtp
+        self.lmtp_port = free_port() if lmtp else None
         self.conf_path = self.dir / "etc" / "dovecot.conf"
         self.log_path = self.dir / "log" / "dovecot.log"
         self.users_dir = self.dir / "etc" / "users.d"
@@ -177,6 +208,8 @@ class Dovecot:
                 uid=self.mail_uid,
                 gid=self.mail_gid,
                 tag=secrets.token_hex(4),
+                protocols="imap lmtp" if self.lmtp else "imap",
+                lmtp_conf=_LMTP_CONF.format(lmtp_port=self.lmtp_port) if self.lmtp else "",
                 master_passdb=(
                     self.master_conf
                     if self.master_conf is not None
@@ -214,6 +247,19 @@ class Dovecot:
         self._users_mtime = max(int(time.time()), self._users_mtime + 1)
         os.utime(tmp, (self._users_mtime, self._users_mtime))
         os.replace(tmp, target)
+
+    def set_sieve(self, address: str, script: str) -> None:
+        """The user's active Sieve script (LMTP deliveries run it), e.g.
+        ``require "fileinto"; fileinto "Junk";`` to file all their mail as spam."""
+        self._prepare()
+        home = self.home(address)
+        for path in (home.parent, home):
+            path.mkdir(exist_ok=True)
+            os.chown(path, self.mail_uid, self.mail_gid)
+        target = home / ".dovecot.sieve"
+        target.write_text(script)
+        os.chown(target, self.mail_uid, self.mail_gid)
+        target.chmod(0o644)
 
     @property
     def users(self) -> dict[str, str]:
