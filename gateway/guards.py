@@ -122,13 +122,13 @@ WITH recent AS (
     SELECT status, bounce_type, row_number() OVER (ORDER BY created_at DESC) AS n
     FROM email_deliveries d
     WHERE d.tenant_id = $1 AND d.{column} = $2 AND d.status = ANY($6::text[])
-      AND d.created_at > coalesce($3, '-infinity'::timestamptz)
-    ORDER BY created_at DESC LIMIT greatest($4, $5)
+      AND d.created_at > coalesce($3::timestamptz, '-infinity'::timestamptz)
+    ORDER BY created_at DESC LIMIT greatest($4::int, $5::int)
 )
-SELECT count(*) FILTER (WHERE n <= $4) AS bounce_sends,
-       count(*) FILTER (WHERE n <= $4 AND bounce_type = 'hard') AS hard_bounces,
-       count(*) FILTER (WHERE n <= $5) AS complaint_sends,
-       count(*) FILTER (WHERE n <= $5 AND status = 'complained') AS complaints
+SELECT count(*) FILTER (WHERE n <= $4::int) AS bounce_sends,
+       count(*) FILTER (WHERE n <= $4::int AND bounce_type = 'hard') AS hard_bounces,
+       count(*) FILTER (WHERE n <= $5::int) AS complaint_sends,
+       count(*) FILTER (WHERE n <= $5::int AND status = 'complained') AS complaints
 FROM recent
 """
 _WINDOW_SQL = {scope: _WINDOW.format(column=col) for scope, col in _COLUMN.items()}
@@ -137,8 +137,8 @@ _POLICY_RUN = """
 SELECT status, smtp_code, bounce_reason FROM email_deliveries
 WHERE tenant_id = $1 AND email_account_id = $2 AND status = ANY($6::text[])
   AND lower(split_part(recipient_email, '@', 2)) = $3
-  AND created_at > coalesce($4, '-infinity'::timestamptz)
-ORDER BY created_at DESC LIMIT $5
+  AND created_at > coalesce($4::timestamptz, '-infinity'::timestamptz)
+ORDER BY created_at DESC LIMIT $5::int
 """
 
 

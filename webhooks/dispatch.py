@@ -5,8 +5,8 @@ One round, in ONE transaction: take the oldest undispatched events (``dispatched
 NULL``, by id, ``FOR UPDATE SKIP LOCKED`` so several instances share the outbox without
 taking the same event), find the tenants' enabled endpoints that want each type, write a
 ``webhook_deliveries`` row per (event, endpoint), push one job per row (LPUSH in event
-order: the worker takes the oldest first), mark the events dispatched and move the outbox
-cursor, then commit. The push happens before the commit: a process killed in between
+order: the worker takes the oldest first), mark the events dispatched and move each tenant's
+outbox cursor, then commit. The push happens before the commit: a process killed in between
 leaves the events undispatched, and the next round pushes their jobs again, with the same
 job ids and the same ``webhook-id`` (at least once); a job finding its delivery already
 delivered sends nothing.
@@ -38,6 +38,14 @@ _DELIVERIES = """
 INSERT INTO webhook_deliveries (tenant_id, event_id, endpoint_id)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
 ON CONFLICT (event_id, endpoint_id) DO NOTHING
+"""
+
+_CURSOR = """
+INSERT INTO outbox_cursor (tenant_id, name, last_event_id)
+SELECT t, 'webhooks', e FROM unnest($1::text[], $2::bigint[]) AS v(t, e)
+ON CONFLICT (tenant_id, name) DO UPDATE
+    SET last_event_id = greatest(outbox_cursor.last_event_id, EXCLUDED.last_event_id),
+        updated_at = now()
 """
 
 
@@ -101,11 +109,10 @@ class Dispatcher:
             await conn.execute(
                 "UPDATE events SET dispatched_at = now() WHERE id = ANY($1::bigint[])", ids
             )
-            await conn.execute(
-                "UPDATE outbox_cursor SET last_event_id = greatest(last_event_id, $1),"
-                " updated_at = now() WHERE name = 'webhooks'",
-                max(ids),
-            )
+            highest: dict[str, int] = {}
+            for event_id, tenant, _ in events:
+                highest[tenant] = max(highest.get(tenant, 0), event_id)
+            await conn.execute(_CURSOR, list(highest), list(highest.values()))
             if pairs:
                 jobs = [
                     encode_job(

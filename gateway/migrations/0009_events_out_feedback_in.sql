@@ -39,16 +39,17 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (tenant_id, status)
     WHERE status = 'pending';
 
--- The outbox cursor: how far the dispatcher has read (the highest event id fanned out)
--- and when. Reading is by `events.dispatched_at IS NULL` (ids commit out of order; a
--- cursor alone would skip an event whose transaction committed late); the cursor says
--- how far behind the dispatcher is.
+-- The outbox cursor, per tenant: how far the dispatcher has read each tenant's events (the
+-- highest event id fanned out) and when. Reading is by `events.dispatched_at IS NULL` (ids
+-- commit out of order; a cursor alone would skip an event whose transaction committed
+-- late); the cursor says how far behind the dispatcher is.
 CREATE TABLE outbox_cursor (
-    name           TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL,
+    name           TEXT NOT NULL,
     last_event_id  BIGINT NOT NULL DEFAULT 0,
-    updated_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+    updated_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, name)
 );
-INSERT INTO outbox_cursor (name) VALUES ('webhooks');
 
 -- Deliverability guards: an account or a campaign paused with a reason. Sends of a paused
 -- account or campaign are held (deferred, kept) until `mailgate accounts|campaigns resume`.

@@ -181,8 +181,12 @@ async def test_events_arrive_once_signed_and_in_order(
     rows = await app.db.fetch("SELECT status, response_code, latency_ms FROM webhook_attempts")
     assert len(rows) == 5 and all(r["status"] == "success" and r["latency_ms"] > 0 for r in rows)
     assert await dispatcher.dispatch_once() == 0
-    cursor = await app.db.fetchval("SELECT last_event_id FROM outbox_cursor WHERE name='webhooks'")
-    assert cursor == await app.db.fetchval("SELECT max(id) FROM events")
+    cursor = await app.db.fetchval(
+        "SELECT last_event_id FROM outbox_cursor WHERE tenant_id = $1 AND name = 'webhooks'", TENANT
+    )
+    assert cursor == await app.db.fetchval(
+        "SELECT max(id) FROM events WHERE tenant_id = $1", TENANT
+    )
 
 
 async def test_retries_follow_the_schedule_on_an_injected_clock(
