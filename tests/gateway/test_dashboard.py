@@ -348,7 +348,8 @@ async def test_status_json_healthy_then_unhealthy_after_redis_stops(
         assert any("in backoff" in w for w in status["warnings"])
         assert status["backends"] == {"postgres": "ok", "redis": "ok"}
         (instance,) = status["instances"]
-        assert set(instance["components"]) == {"worker", "ingest", "bounces", "delivery"}
+        components = {"worker", "ingest", "bounces", "delivery", "webhooks"}
+        assert set(instance["components"]) == components
         assert set(instance["components"].values()) == {"ready"}
         assert len(status["workers"]) == 1
         code, text = await mailgate(cli, "status")
