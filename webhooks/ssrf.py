@@ -11,6 +11,7 @@ resolver about a literal IP, so :func:`check_url` refuses those before the reque
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from urllib.parse import urlsplit
@@ -35,7 +36,23 @@ def address_allowed(address: str, *, allow_private: bool) -> bool:
 
 
 def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuse a URL that is not http(s), or names a refused IP literal."""
+    """Refuse a URL that is not http(s), or names a refused IP literal (the verdict is
+    kept per URL: it depends on nothing else, and every attempt asks)."""
+    refusal = _refusal(url, allow_private)
+    if refusal is not None:
+        raise EndpointRefused(refusal)
+
+
+@functools.lru_cache(maxsize=4096)
+def _refusal(url: str, allow_private: bool) -> str | None:
+    try:
+        _check_url(url, allow_private=allow_private)
+    except EndpointRefused as exc:
+        return str(exc)
+    return None
+
+
+def _check_url(url: str, *, allow_private: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise EndpointRefused(f"webhook URL must be http:// or https:// with a host: {url!r}")
