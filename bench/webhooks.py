@@ -154,7 +154,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     redis_url = redis_url or emb_redis
     assert db_url and redis_url
     port = free_port()
-    receiver = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+    # Started once, before anything is measured.
+    receiver = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])  # noqa: ASYNC220
     url = f"http://127.0.0.1:{port}/hook"
     try:
         conn = await connect(db_url)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from typing import Any
 
@@ -27,11 +28,11 @@ from webhooks.sender import SENDER
 log = logging.getLogger(__name__)
 
 _TAKE = """
-SELECT id, tenant_id, type FROM events WHERE dispatched_at IS NULL
+SELECT id, tenant_id, type, created_at FROM events WHERE dispatched_at IS NULL
 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 _ENDPOINTS = """
-SELECT id, tenant_id, event_types FROM webhook_endpoints
+SELECT id, tenant_id, event_types, created_at FROM webhook_endpoints
 WHERE enabled AND tenant_id = ANY($1::text[]) ORDER BY created_at, id
 """
 _DELIVERIES = """
@@ -55,17 +56,19 @@ def job_id(event_id: int, endpoint_id: str) -> str:
 
 
 def fan_out(
-    events: list[tuple[int, str, str]], endpoints: list[tuple[str, str, list[str]]]
+    events: list[tuple[int, str, str, dt.datetime]],
+    endpoints: list[tuple[str, str, list[str], dt.datetime]],
 ) -> list[tuple[int, str, str]]:
     """(event id, tenant, endpoint id) for each endpoint of the event's tenant that wants
-    its type, in event order (pure)."""
-    by_tenant: dict[str, list[tuple[str, list[str]]]] = {}
-    for endpoint_id, tenant, types in endpoints:
-        by_tenant.setdefault(tenant, []).append((endpoint_id, types))
+    its type and existed when it was recorded (an endpoint added later does not receive
+    older events; ``mailgate webhooks replay`` sends them), in event order (pure)."""
+    by_tenant: dict[str, list[tuple[str, list[str], dt.datetime]]] = {}
+    for endpoint_id, tenant, types, added in endpoints:
+        by_tenant.setdefault(tenant, []).append((endpoint_id, types, added))
     out = []
-    for event_id, tenant, event_type in events:
-        for endpoint_id, types in by_tenant.get(tenant, ()):
-            if "*" in types or event_type in types:
+    for event_id, tenant, event_type, recorded in events:
+        for endpoint_id, types, added in by_tenant.get(tenant, ()):
+            if ("*" in types or event_type in types) and recorded >= added:
                 out.append((event_id, tenant, endpoint_id))
     return out
 
@@ -91,10 +94,10 @@ class Dispatcher:
             rows = await conn.fetch(_TAKE, self.batch)
             if not rows:
                 return 0
-            events = [(r["id"], r["tenant_id"], r["type"]) for r in rows]
-            tenants = sorted({tenant for _, tenant, _ in events})
+            events = [(r["id"], r["tenant_id"], r["type"], r["created_at"]) for r in rows]
+            tenants = sorted({e[1] for e in events})
             endpoints = [
-                (r["id"], r["tenant_id"], list(r["event_types"]))
+                (r["id"], r["tenant_id"], list(r["event_types"]), r["created_at"])
                 for r in await conn.fetch(_ENDPOINTS, tenants)
             ]
             pairs = fan_out(events, endpoints)
@@ -105,12 +108,12 @@ class Dispatcher:
                     [e for e, _, _ in pairs],
                     [p for _, _, p in pairs],
                 )
-            ids = [e for e, _, _ in events]
+            ids = [e[0] for e in events]
             await conn.execute(
                 "UPDATE events SET dispatched_at = now() WHERE id = ANY($1::bigint[])", ids
             )
             highest: dict[str, int] = {}
-            for event_id, tenant, _ in events:
+            for event_id, tenant, _, _ in events:
                 highest[tenant] = max(highest.get(tenant, 0), event_id)
             await conn.execute(_CURSOR, list(highest), list(highest.values()))
             if pairs:

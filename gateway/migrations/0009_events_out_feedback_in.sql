@@ -43,6 +43,10 @@ CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (tenant_id, status
 -- highest event id fanned out) and when. Reading is by `events.dispatched_at IS NULL` (ids
 -- commit out of order; a cursor alone would skip an event whose transaction committed
 -- late); the cursor says how far behind the dispatcher is.
+-- Nothing consumed the outbox before this version: the events recorded until now count as
+-- dispatched, so an endpoint added later does not receive the whole history.
+UPDATE events SET dispatched_at = now() WHERE dispatched_at IS NULL;
+
 CREATE TABLE outbox_cursor (
     tenant_id      TEXT NOT NULL,
     name           TEXT NOT NULL,

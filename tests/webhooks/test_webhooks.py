@@ -6,8 +6,10 @@ clock, 410, disabling after days of failure, the SSRF guard."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,9 +23,11 @@ from gateway.jobs.contracts import WEBHOOK
 from gateway.jobs.worker import Worker
 from gateway.secretkey import CredentialBox
 from gateway.services import Services
-from tests.daemon import poll
+from gateway.settings import Settings
+from tests.daemon import cli_env, poll
 from tests.webhooks.receiver import Receiver, verify
 from webhooks import EndpointRefused, signing
+from webhooks.commands import replay
 from webhooks.dispatch import Dispatcher, fan_out
 from webhooks.sender import SENDER, WebhookSender
 from webhooks.ssrf import GuardedResolver, address_allowed, check_url
@@ -87,11 +91,18 @@ async def test_resolver_refuses_a_name_that_resolves_to_loopback() -> None:
         await resolver.close()
 
 
-def test_fan_out_by_tenant_and_type() -> None:
-    """Each event goes to its own tenant's endpoints that want its type, in event order."""
-    events = [(1, "a", "email.sent"), (2, "b", "email.sent"), (3, "a", "email.bounced")]
-    endpoints = [("e1", "a", ["email.sent"]), ("e2", "a", ["*"]), ("e3", "b", ["email.bounced"])]
-    assert fan_out(events, endpoints) == [(1, "a", "e1"), (1, "a", "e2"), (3, "a", "e2")]
+def test_fan_out_by_tenant_type_and_age() -> None:
+    """Each event goes to its own tenant's endpoints that want its type and existed when
+    it was recorded, in event order."""
+    t0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    later = t0 + dt.timedelta(minutes=1)
+    events = [(1, "a", "email.sent", t0), (2, "b", "email.sent", t0),
+              (3, "a", "email.bounced", later)]  # fmt: skip
+    endpoints = [("e1", "a", ["email.sent"], t0), ("e2", "a", ["*"], t0),
+                 ("e3", "b", ["email.bounced"], t0), ("e4", "a", ["*"], later)]  # fmt: skip
+    assert fan_out(events, endpoints) == [
+        (1, "a", "e1"), (1, "a", "e2"), (3, "a", "e2"), (3, "a", "e4")
+    ]  # fmt: skip
 
 
 # -- against the receiver ---------------------------------------------------------------------
@@ -286,3 +297,34 @@ async def test_ssrf_guard_refuses_loopback_when_not_allowed(app: App, receiver: 
     assert attempt.code is None and attempt.error is not None and "refused" in attempt.error
     assert by_name.code is None and by_name.error is not None and "refused" in by_name.error
     assert receiver.got == []
+
+
+async def test_cli_test_sends_a_signed_event_and_replay_resends_with_the_same_id(
+    app: App, settings: Settings, services: Services, receiver: Receiver, run_worker: Any
+) -> None:
+    """`mailgate webhooks test` POSTs a signed test event and prints the answer; `list`
+    shows the endpoint; replay of the events since a time queues them again, and they
+    arrive with their original webhook-id."""
+    secret = signing.new_secret()
+    receiver.secrets = [secret]
+    endpoint = await add_endpoint(app, receiver.url, ["email.sent"], secret)
+    env = cli_env(settings, secret_key=settings.secret_key.get_secret_value(),
+                  webhook_allow_private="true")  # fmt: skip
+    for args, expected in ((["test", endpoint], "HTTP 200"), (["list"], endpoint)):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "webhooks", *args, "--tenant", TENANT,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0 and expected in out.decode(), out.decode()
+    [probe] = receiver.got
+    assert json.loads(probe.body)["type"] == "webhook.test" and probe.valid[secret]
+    since = dt.datetime.now(dt.UTC)
+    await event(app, 1)
+    await Dispatcher(app, services.get(SENDER).max_attempts).dispatch_once()
+    worker = await run_worker()
+    await worker.run_until_empty(30)
+    assert await replay(app, TENANT, since, None) == 1
+    await worker.run_until_empty(30)
+    first, again = receiver.got[1:]
+    assert first.webhook_id == again.webhook_id and first.body == again.body
