@@ -191,6 +191,8 @@ async def test_sigkill_during_dispatch_then_restart_delivers_every_event(
     """400 events; the daemon is SIGKILLed while it dispatches them and restarted: every
     event arrives at least once, and a re-delivered one carries the same webhook-id and
     body."""
+    receiver = await Receiver().start()
+    receiver.secrets = [add_endpoint(settings, receiver.url)]  # before the events
     async with app.db.acquire() as conn:
         for n in range(400):
             await record_event(
@@ -201,9 +203,6 @@ async def test_sigkill_during_dispatch_then_restart_delivers_every_event(
                 payload={"n": n},
                 dedupe_key=f"k{n}",
             )
-    receiver = await Receiver().start()
-
-    receiver.secrets = [add_endpoint(settings, receiver.url)]
     env = mailgate_env(
         settings,
         free_port(),
