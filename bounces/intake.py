@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 UNATTRIBUTED_TENANT = "_unattributed"
 POSTMASTER = VerpResult(None, "postmaster")  # a postmaster recipient's "verification"
+UNSUBSCRIBE = "unsubscribe"  # verp_status of a genuine unsubscribe+<token> recipient
 # What the listener stores before the 250, plus what the message-kind classifier reads.
 _HEADER_FIELDS = tuple(dict.fromkeys(("From", "To", "Subject", "Message-ID", "Date", *HEADERS)))
 _MAX_HEADER_BYTES = 64 * 1024
@@ -89,7 +90,7 @@ def plan_receipts(
     first recipient's). Postmaster recipients always get an unattributed copy of their own
     (status ``postmaster``), which the stray recipients join when no tenant takes them.
     """
-    plans: dict[str, ReceiptPlan] = {}
+    plans: dict[tuple[str, str], ReceiptPlan] = {}
     stray: list[str] = []
     postmaster: list[str] = []
     first_failure = ""
@@ -103,7 +104,10 @@ def plan_receipts(
             if not first_failure:
                 first_failure = "unknown_delivery" if result.valid else result.reason
             continue
-        plan = plans.setdefault(tenant, ReceiptPlan(tenant, "ok"))
+        # An unsubscribe (``unsubscribe+<token>@``) is a copy of its own: processing
+        # unsubscribes instead of classifying a bounce.
+        status = UNSUBSCRIBE if result.reason == UNSUBSCRIBE else "ok"
+        plan = plans.setdefault((tenant, status), ReceiptPlan(tenant, status))
         plan.rcpt_tos.append(rcpt)
         assert result.delivery_id is not None
         if result.delivery_id not in plan.delivery_ids:
@@ -234,6 +238,18 @@ class Intake:
             interrupted=lambda: StorageUnavailable("shutting down"),
         )
 
+    def check_recipient(self, rcpt: str) -> VerpResult:
+        """What a recipient's token says: a bounce's (``b+``), an unsubscribe's
+        (``unsubscribe+``: reason ``unsubscribe`` when genuine), or postmaster."""
+        if is_postmaster(rcpt, self.domains):
+            return POSTMASTER
+        unsubscribe = self.verp.verify_unsubscribe(rcpt)
+        if unsubscribe.reason == "not_verp":
+            return self.verp.verify(rcpt)
+        if unsubscribe.valid:
+            return VerpResult(unsubscribe.delivery_id, UNSUBSCRIBE)
+        return unsubscribe
+
     @property
     def batches(self) -> int:
         """Group commits run so far (batches of one included)."""
@@ -250,10 +266,7 @@ class Intake:
         Raises :class:`~bounces.errors.StorageUnavailable` or
         :class:`~bounces.errors.QueueUnavailable`.
         """
-        checks = [
-            (rcpt, POSTMASTER if is_postmaster(rcpt, self.domains) else self.verp.verify(rcpt))
-            for rcpt in envelope.rcpt_tos
-        ]
+        checks = [(rcpt, self.check_recipient(rcpt)) for rcpt in envelope.rcpt_tos]
         item = _Pending(
             envelope,
             raw,

@@ -63,9 +63,10 @@ import asyncpg
 
 from bounces.classify import classify
 from bounces.errors import BadBounceJob, translate_storage
-from bounces.intake import UNATTRIBUTED_TENANT
+from bounces.intake import UNATTRIBUTED_TENANT, UNSUBSCRIBE
 from bounces.metrics import METRICS, BounceMetrics
 from bounces.model import REASONS, BounceResult
+from gateway import guards
 from gateway.app import App
 from gateway.events import EventType, Metric, count, record_event
 from gateway.jobs.contracts import BouncePayload
@@ -73,6 +74,7 @@ from gateway.jobs.envelope import Job
 from gateway.jobs.handlers import HandlerSpec
 from gateway.logs import bind
 from gateway.services import Services
+from gateway.unsubscribe import apply_unsubscribe
 from gateway.verp import Verp
 
 log = logging.getLogger(__name__)
@@ -393,6 +395,7 @@ class BounceProcessor:
             except Exception as exc:
                 raise translate_storage(exc) from exc
         self._count(fresh)
+        await self._guard(fresh)
         return {
             "success": True,
             "reports": len(reports),
@@ -409,6 +412,9 @@ class BounceProcessor:
         stored: StoredReport | None = None
         if request.storage_key is not None:
             receipt, raw, stored = await self._load(conn, request)
+        if receipt is not None and receipt["verp_status"] == UNSUBSCRIBE:
+            await self._unsubscribe(conn, request, receipt)
+            return [], []
         if raw is not None:
             results = await self._classify(raw)
             # A mailbox producer saw a bounce the classifier does not: trust its fields.
@@ -429,6 +435,29 @@ class BounceProcessor:
             if receipt is not None:
                 await self._finish_receipt(conn, request, results)
         return reports, fresh
+
+    async def _unsubscribe(
+        self, conn: asyncpg.Connection, request: BounceRequest, receipt: asyncpg.Record
+    ) -> None:
+        """Mail to ``unsubscribe+<token>@<bounce domain>`` (the List-Unsubscribe mailto):
+        the same effect as the one-click POST, for each delivery its genuine tokens name."""
+        async with conn.transaction():
+            for delivery_id in receipt["delivery_ids"]:
+                await apply_unsubscribe(
+                    conn, delivery_id, source="mailto", tenant_id=request.tenant_id
+                )
+            await conn.execute(
+                "UPDATE email_messages SET message_type = 'unsubscribe', status = 'processed',"
+                " processed = now() WHERE tenant_id = $1 AND storage_key = $2",
+                request.tenant_id,
+                request.storage_key,
+            )
+            await conn.execute(
+                "UPDATE bounce_receipts SET processed_at = now()"
+                " WHERE tenant_id = $1 AND storage_key = $2",
+                request.tenant_id,
+                request.storage_key,
+            )
 
     async def _load(
         self, conn: asyncpg.Connection, request: BounceRequest
@@ -798,6 +827,33 @@ class BounceProcessor:
             request.tenant_id,
             request.storage_key,
         )
+
+    async def _guard(self, fresh: list[_Report]) -> None:
+        """After a bounce or complaint is recorded, the deliverability guards of the
+        delivery's account and campaign (a rate has just moved)."""
+        seen: set[tuple[str, str | None, str | None, str]] = set()
+        for report in fresh:
+            delivery = report.delivery
+            if delivery is None or report.outcome not in _COUNTERS:
+                continue
+            domain = delivery.recipient_email.rpartition("@")[2].lower()
+            key = (delivery.tenant_id, delivery.email_account_id, delivery.campaign_id, domain)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                async with self.app.db.acquire() as conn:
+                    await guards.check(
+                        conn,
+                        self.settings,
+                        delivery.tenant_id,
+                        account_id=delivery.email_account_id,
+                        campaign_id=delivery.campaign_id,
+                        domain=domain,
+                        registry=self.app.metrics.registry,
+                    )
+            except Exception:  # the report is recorded; the next one evaluates again
+                log.exception("deliverability guard check failed")
 
     def _count(self, fresh: list[_Report]) -> None:
         """Prometheus, after the commit: attributed reports by kind, the rest by cause."""

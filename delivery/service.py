@@ -209,6 +209,14 @@ class Sender:
         account = await self.contexts.account(tenant, account_id)
         if not account.enabled:
             raise PayloadError(f"email account {account.id!r} is disabled")
+        held = await self.contexts.pause(tenant, account.id, request.campaign_id)
+        if held is not None:
+            # A deliverability guard paused the account or campaign: hold the send (kept,
+            # not lost) until `mailgate accounts|campaigns resume` brings it forward.
+            self.metrics.deliveries.labels("paused").inc()
+            raise DeferJob(
+                self.settings.guard_hold_s, f"{held.scope} {held.subject_id} paused: {held.reason}"
+            )
         contact = await self.contexts.contact(tenant, request.recipient_id, request.recipient_email)
         variables: dict[str, Any] = dict(contact.fields) if contact else {}
         variables.update(
@@ -323,6 +331,7 @@ class Sender:
         sending_domain = domain_of(from_email)
         bounce_domains = self.settings.bounce_domains
         token = self.verp.token(claim.delivery_id)
+        unsubscribe_mailto, unsubscribe_url = self.unsubscribe_links(sending_domain, token)
         envelope = Envelope(
             from_email=from_email,
             from_name=campaign.from_name if campaign else None,
@@ -335,13 +344,8 @@ class Sender:
                 else from_email
             ),
             message_id=message_id_for(claim.delivery_id, sending_domain),
-            unsubscribe_mailto=(
-                self.settings.delivery_unsubscribe_mailto.replace("{domain}", sending_domain)
-                + f"?subject=unsubscribe%20{token}"
-            ),
-            unsubscribe_url=self.settings.delivery_unsubscribe_url.replace(
-                "{domain}", sending_domain
-            ).replace("{token}", token),
+            unsubscribe_mailto=unsubscribe_mailto,
+            unsubscribe_url=unsubscribe_url,
         )
         try:
             message = compose(envelope, content, date=self.clock())
@@ -408,6 +412,20 @@ class Sender:
             disposition.reason or "undefined",
         )
         return Outcome(claim.delivery_id, "failed", reply.code, str(reply))
+
+    def unsubscribe_links(self, sending_domain: str, token: str) -> tuple[str, str]:
+        """The List-Unsubscribe (mailto, URL) of a delivery. With ``public_url`` set, the URL our
+        HTTP listener serves and ``unsubscribe+<token>@<bounce domain>`` (accepted by the
+        bounce listener); otherwise the configured templates."""
+        s = self.settings
+        if s.public_url and s.bounce_domains:
+            return (
+                self.verp.unsubscribe_address(token, s.bounce_domains[0]),
+                f"{s.public_url}/unsubscribe/{token}",
+            )
+        mailto = s.delivery_unsubscribe_mailto.replace("{domain}", sending_domain)
+        url = s.delivery_unsubscribe_url.replace("{domain}", sending_domain)
+        return f"{mailto}?subject=unsubscribe%20{token}", url.replace("{token}", token)
 
     async def _temporary(
         self,

@@ -27,12 +27,15 @@ from typing import Any, TypeVar
 import asyncpg
 
 from delivery.errors import PayloadError
+from gateway import guards
+from gateway.events import EventType, record_events
 from gateway.groupcommit import GroupCommit
 
 # Sends sharing one statement at most (200 rows: one unnest round trip, a few ms).
 BATCH = 200
 
 CACHE_TTL_S = 5.0
+PAUSE_TTL_S = 1.0
 FINAL = ("sent", "failed", "bounced", "suppressed", "expired", "complained")
 T = TypeVar("T")
 
@@ -128,6 +131,7 @@ class ContextStore:
     def __init__(self, pool: asyncpg.Pool, ttl_s: float = CACHE_TTL_S):
         self.pool = pool
         self._cache = _TtlCache(ttl_s)
+        self._pauses = _TtlCache(PAUSE_TTL_S)
         self._contacts: GroupCommit[tuple[str, str | None, str], Contact | None] = GroupCommit(
             "contacts", self._contacts_many, one=self._contact_one, max_items=BATCH
         )
@@ -260,6 +264,17 @@ class ContextStore:
 
         return await self._cache.get(("domains", tenant), load)
 
+    async def pause(
+        self, tenant: str, account_id: str, campaign_id: str | None
+    ) -> guards.Pause | None:
+        """The guard pause holding this account's or campaign's sends (cached a second:
+        a send in the second after a pause may still go, none after)."""
+
+        async def load() -> guards.Pause | None:
+            return await guards.pause_of(self.pool, tenant, account_id, campaign_id)
+
+        return await self._pauses.get(("pause", tenant, account_id, campaign_id or ""), load)
+
     async def contact(self, tenant: str, contact_id: str | None, email: str) -> Contact | None:
         """The contact by id, else by address (case-insensitive); batched with others."""
         return await self._contacts.submit((tenant, contact_id, email))
@@ -375,7 +390,8 @@ WITH upd AS (
              bounce_reason, provider)
     WHERE d.tenant_id = v.tenant_id AND d.id = v.id
         AND d.status IN ('queued', 'sending', 'deferred')
-    RETURNING d.id, d.tenant_id, d.campaign_id, d.status
+    RETURNING d.id, d.tenant_id, d.campaign_id, d.status, d.recipient_email, d.message_id,
+        d.email_account_id, d.smtp_code
 ), facts AS (
     INSERT INTO metric_facts (tenant_id, dedupe_key, campaign_id, metric)
     SELECT u.tenant_id, 'send:' || u.id || ':' || m.metric, u.campaign_id, m.metric
@@ -395,7 +411,8 @@ WITH upd AS (
         updated_at = now()
     RETURNING 1
 )
-SELECT id FROM upd
+SELECT id, tenant_id, status, campaign_id, recipient_email, message_id, email_account_id,
+    smtp_code FROM upd
 """
 
 
@@ -539,6 +556,21 @@ class DeliveryStore:
                 "provider",
             )
         ]
-        rows = await self.pool.fetch(_RECORD, *cols)
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_RECORD, *cols)
+            # The event of a send the server took, in the same transaction as the row.
+            await record_events(conn, [_sent_event(r) for r in rows if r["status"] == "sent"])
         changed = {r["id"] for r in rows}
         return [r.delivery_id in changed for r in items]
+
+
+def _sent_event(row: asyncpg.Record) -> tuple[str, EventType, str, dict[str, Any], str]:
+    payload = {
+        "delivery_id": row["id"],
+        "campaign_id": row["campaign_id"],
+        "email_account_id": row["email_account_id"],
+        "recipient": row["recipient_email"],
+        "message_id": row["message_id"],
+        "smtp_code": row["smtp_code"],
+    }
+    return (row["tenant_id"], EventType.SENT, row["id"], payload, f"delivery:{row['id']}:sent")

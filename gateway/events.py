@@ -12,6 +12,7 @@ Event types are the names webhooks deliver (:class:`EventType`); payloads are JS
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -34,10 +35,13 @@ class EventType(StrEnum):
     UNSUBSCRIBED = "email.unsubscribed"
     CAMPAIGN_STATUS = "campaign.status_changed"
     ACCOUNT_PAUSED = "account.paused"
+    ACCOUNT_RESUMED = "account.resumed"
     IMPORT_COMPLETED = "import.completed"
     EXPORT_COMPLETED = "export.completed"
     WARMUP_PLACEMENT = "warmup.placement"
     WARMUP_PAUSED = "warmup.paused"
+    # A webhook endpoint disabled (410 Gone, or failing for days), and why.
+    WEBHOOK_DISABLED = "webhook.endpoint_disabled"
     # Kept for operators and audits; not facts about a delivery.
     BOUNCE_IGNORED = "bounce.ignored"
     BOUNCE_UNATTRIBUTED = "bounce.unattributed"
@@ -78,6 +82,31 @@ async def record_event(
         _INSERT_EVENT, tenant_id, event_type.value, subject_id, jsonable(payload), dedupe_key
     )
     return inserted is not None
+
+
+_INSERT_EVENTS = """
+INSERT INTO events (tenant_id, type, subject_id, payload, dedupe_key)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[])
+ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
+"""
+
+
+async def record_events(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    events: Sequence[tuple[str, EventType, str | None, dict[str, Any], str]],
+) -> None:
+    """Many events in one statement (a batch of sends): each ``(tenant, type, subject,
+    payload, dedupe key)``, once per (tenant, dedupe key) like :func:`record_event`."""
+    if not events:
+        return
+    await conn.execute(
+        _INSERT_EVENTS,
+        [e[0] for e in events],
+        [e[1].value for e in events],
+        [e[2] for e in events],
+        [jsonable(e[3]) for e in events],
+        [e[4] for e in events],
+    )
 
 
 # One statement: the fact row, and the counter only if the fact was new. The column name

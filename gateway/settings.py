@@ -772,6 +772,106 @@ class Settings(BaseSettings):
         "most (besides 64 messages); a larger message commits alone (64 KB-1 GB).",
     )
 
+    # -- events out, feedback in (issue 17) -------------------------------------------------
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhook endpoints resolve to loopback, link-local or private "
+        "addresses (SSRF guard off; for tests and a trusted private network).",
+    )
+    webhook_concurrency: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="Webhook deliveries one process runs at once, all endpoints together "
+        "(each endpoint also has its own limit, 4 by default) (1-1024).",
+    )
+    webhook_connect_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds to connect to a webhook endpoint (0-60)."
+    )
+    webhook_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=120,
+        description="Seconds one webhook attempt may take in total, connect to last byte (0-120).",
+    )
+    webhook_retry_schedule_s: str = Field(
+        default="0,5,300,1800,7200,18000,36000,50400,72000,86400",
+        max_length=500,
+        pattern=r"^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$",
+        description="Delay before each webhook attempt, comma-separated seconds: the first "
+        "(0: immediately), then one per retry (Standard Webhooks' schedule: 5 s, 5 min, "
+        "30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).",
+    )
+    webhook_disable_after_s: float = Field(
+        default=5 * 86400.0,
+        ge=60,
+        le=90 * 86400,
+        description="An endpoint failing every attempt for this long is disabled, with an "
+        "event saying why (60 s-90 days).",
+    )
+    webhook_dispatch_batch: int = Field(
+        default=500,
+        ge=1,
+        le=10000,
+        description="Events the dispatcher reads from the outbox per round (1-10000).",
+    )
+    webhook_dispatch_idle_s: float = Field(
+        default=0.5,
+        ge=0.01,
+        le=60,
+        description="Seconds the dispatcher waits when the outbox is empty (0.01-60).",
+    )
+    public_url: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Public base URL of the unsubscribe endpoint (e.g. https://u.example.com). "
+        "Set: every campaign message's List-Unsubscribe carries <public_url>/unsubscribe/"
+        "<token> and unsubscribe+<token>@<bounce domain>. HTTPS, or http:// for a loopback "
+        "host only (tests, a local proxy).",
+    )
+    guard_bounce_window: int = Field(
+        default=200,
+        ge=10,
+        le=100000,
+        description="Deliverability guard: the hard-bounce rate is counted over an account's "
+        "(and a campaign's) last this many sends (fewer sends count as this many) (10-100000).",
+    )
+    guard_bounce_rate: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Hard-bounce rate over guard_bounce_window sends that pauses the account "
+        "or campaign (default 5 %).",
+    )
+    guard_complaint_window: int = Field(
+        default=1000,
+        ge=10,
+        le=1000000,
+        description="The complaint rate is counted over this many latest sends (10-1000000).",
+    )
+    guard_complaint_rate: float = Field(
+        default=0.003,
+        gt=0,
+        le=1,
+        description="Complaint rate that pauses the account or campaign (default 0.3 %, "
+        "Gmail's threshold).",
+    )
+    guard_policy_blocks: int = Field(
+        default=10,
+        ge=1,
+        le=10000,
+        description="Consecutive 5xx policy blocks from one destination domain that pause "
+        "the account (1-10000).",
+    )
+    guard_hold_s: float = Field(
+        default=60.0,
+        ge=0.1,
+        le=86400,
+        description="A send of a paused account or campaign is held (deferred, kept) and "
+        "looked at again after this many seconds; a resume brings held sends forward "
+        "(0.1-86400).",
+    )
+
     # -- embedded servers ------------------------------------------------------------------
     embedded_start_timeout_s: float = Field(
         default=60.0, gt=0, le=600, description="Seconds to wait for an embedded server to start."
@@ -819,6 +919,21 @@ class Settings(BaseSettings):
     def _job_timeouts(cls, value: str) -> str:
         job_timeouts(value)
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        host = (parts.hostname or "").lower()
+        if parts.scheme == "http" and host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("must be https:// (http:// only for a loopback host: RFC 8058)")
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError("must be an https:// URL")
+        return value.strip().rstrip("/")
 
     @field_validator("bounce_domains")
     @classmethod

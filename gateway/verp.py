@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from gateway.secretkey import derive_key
 
 PREFIX = "b+"
+#: The mailto unsubscribe address: ``unsubscribe+<token>@<bounce domain>`` (the same token).
+UNSUBSCRIBE_PREFIX = "unsubscribe+"
 MAX_ID_BYTES = 24
 MAC_BYTES = 10
 
@@ -70,13 +72,28 @@ class Verp:
         :meth:`token` already minted for this delivery, to skip minting it again)."""
         return f"{PREFIX}{token or self.token(delivery_id)}@{domain.lower()}"
 
+    def unsubscribe_address(self, token: str, domain: str) -> str:
+        """The List-Unsubscribe mailto of a delivery: ``unsubscribe+<token>@domain``."""
+        return f"{UNSUBSCRIBE_PREFIX}{token}@{domain.lower()}"
+
     def verify(self, address: str) -> VerpResult:
         """Check a recipient address (any domain; the listener checks domains)."""
         local = address.strip().strip("<>").rpartition("@")[0].lower()
         if not local.startswith(PREFIX):
             return VerpResult(None, "not_verp")
-        id_part, sep, mac_part = local[len(PREFIX) :].partition("-")
-        if not sep or not id_part or not mac_part:
+        return self.verify_token(local[len(PREFIX) :])
+
+    def verify_unsubscribe(self, address: str) -> VerpResult:
+        """Check an ``unsubscribe+<token>@...`` address (``not_verp`` for any other)."""
+        local = address.strip().strip("<>").rpartition("@")[0].lower()
+        if not local.startswith(UNSUBSCRIBE_PREFIX):
+            return VerpResult(None, "not_verp")
+        return self.verify_token(local[len(UNSUBSCRIBE_PREFIX) :])
+
+    def verify_token(self, token: str) -> VerpResult:
+        """Check a bare token (``<id>-<mac>``, any case): the delivery id when genuine."""
+        id_part, sep, mac_part = token.strip().lower().partition("-")
+        if not sep or not id_part or not mac_part or len(token) > 200:
             return VerpResult(None, "malformed")
         try:
             raw = _unb32(id_part)

@@ -17,6 +17,7 @@ from pathlib import Path
 from gateway.app import App
 from gateway.cli import run_with_app, settings_from_args
 from gateway.errors import CliError
+from gateway.guardcmds import add_resume
 from gateway.secretkey import CredentialBox
 from ingest.accounts import (
     SECURITIES,
@@ -294,3 +295,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--tenant", required=True)
     p.add_argument("account", help="account id or address")
     p.set_defaults(handler=cmd_test)
+
+    # Deliverability guards (gateway.guards): resume an account a guard paused.
+    add_resume(sub, "account")

@@ -11,7 +11,9 @@ Exceptions a handler may raise (everything else is a temporary failure, retried)
 
     JobError
     ├── PermanentJobError   no further attempts: dead-lettered now
-    └── DeferJob            not a failure: run again after ``delay_s``, no attempt counted
+    ├── DeferJob            not a failure: run again after ``delay_s``, no attempt counted
+    └── RetryJob            a failed attempt (counted, dead-lettered when the last), run
+                            again after the handler's own ``delay_s`` (a retry schedule)
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ class DeferJob(JobError):
     """Run the job again after ``delay_s`` without counting an attempt (e.g. rate limited)."""
 
     def __init__(self, delay_s: float, reason: str = "deferred"):
+        super().__init__(reason)
+        self.delay_s = max(0.0, float(delay_s))
+        self.reason = reason
+
+
+class RetryJob(JobError):
+    """A failed attempt whose retry the handler times itself (webhooks' published retry
+    schedule): counted like any failure, dead-lettered after the last attempt."""
+
+    def __init__(self, delay_s: float, reason: str = "failed"):
         super().__init__(reason)
         self.delay_s = max(0.0, float(delay_s))
         self.reason = reason

@@ -45,7 +45,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.app import App, wait_replicas
-from gateway.jobs import DeferJob, PermanentJobError, keys
+from gateway.jobs import DeferJob, PermanentJobError, RetryJob, keys
 from gateway.jobs.contracts import QUEUE_FAMILY, QUEUE_PRIORITY, PayloadInvalid
 from gateway.jobs.envelope import Job, MalformedJob, backoff_delay_s, parse_job, utc_now_iso
 from gateway.jobs.handlers import HandlerSpec
@@ -433,6 +433,9 @@ class Worker:
         except PermanentJobError as exc:
             await self._finish_dead(job, _error_text(exc), t0)
             return
+        except RetryJob as exc:
+            await self._finish_failure(job, exc, t0, delay_s=exc.delay_s)
+            return
         except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
             await self._finish_failure(job, exc, t0)
             return
@@ -489,7 +492,9 @@ class Worker:
         self.metrics.jobs_completed.labels(job.queue).inc()
         self.metrics.job_duration.labels(job.queue).observe(ms / 1000.0)
 
-    async def _finish_failure(self, job: Job, exc: Exception, t0: float) -> None:
+    async def _finish_failure(
+        self, job: Job, exc: Exception, t0: float, *, delay_s: float | None = None
+    ) -> None:
         error = _error_text(exc)
         log.warning(
             "job failed",
@@ -499,8 +504,9 @@ class Worker:
         if job.attempt >= job.max_attempts:
             await self._finish_dead(job, error, t0)
             return
-        delay = backoff_delay_s(job.attempt, cap_s=self.retry_cap_s, rng=self.rng)
-        await self._finish_retry(job, delay, error, t0, counted=True)
+        if delay_s is None:
+            delay_s = backoff_delay_s(job.attempt, cap_s=self.retry_cap_s, rng=self.rng)
+        await self._finish_retry(job, delay_s, error, t0, counted=True)
 
     async def _finish_retry(
         self, job: Job, delay_s: float, error: str, t0: float, *, counted: bool

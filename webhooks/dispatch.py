@@ -1,0 +1,162 @@
+"""The outbox reader: events, in order, fanned out to the endpoints subscribed to them as
+``queue:webhook:process`` jobs (a daemon component, entry point ``webhooks``).
+
+One round, in ONE transaction: take the oldest undispatched events (``dispatched_at IS
+NULL``, by id, ``FOR UPDATE SKIP LOCKED`` so several instances share the outbox without
+taking the same event), find the tenants' enabled endpoints that want each type, write a
+``webhook_deliveries`` row per (event, endpoint), push one job per row (LPUSH in event
+order: the worker takes the oldest first), mark the events dispatched and move each tenant's
+outbox cursor, then commit. The push happens before the commit: a process killed in between
+leaves the events undispatched, and the next round pushes their jobs again, with the same
+job ids and the same ``webhook-id`` (at least once); a job finding its delivery already
+delivered sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from typing import Any
+
+from gateway.app import App
+from gateway.jobs.contracts import WEBHOOK, WebhookPayload, encode_job
+from gateway.services import Service, Services
+from webhooks.sender import SENDER
+
+log = logging.getLogger(__name__)
+
+_TAKE = """
+SELECT id, tenant_id, type, created_at FROM events WHERE dispatched_at IS NULL
+ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+_ENDPOINTS = """
+SELECT id, tenant_id, event_types, created_at FROM webhook_endpoints
+WHERE enabled AND tenant_id = ANY($1::text[]) ORDER BY created_at, id
+"""
+_DELIVERIES = """
+INSERT INTO webhook_deliveries (tenant_id, event_id, endpoint_id)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
+ON CONFLICT (event_id, endpoint_id) DO NOTHING
+"""
+
+_CURSOR = """
+INSERT INTO outbox_cursor (tenant_id, name, last_event_id)
+SELECT t, 'webhooks', e FROM unnest($1::text[], $2::bigint[]) AS v(t, e)
+ON CONFLICT (tenant_id, name) DO UPDATE
+    SET last_event_id = greatest(outbox_cursor.last_event_id, EXCLUDED.last_event_id),
+        updated_at = now()
+"""
+
+
+def job_id(event_id: int, endpoint_id: str) -> str:
+    """The job of one (event, endpoint): the same id if it is ever pushed again."""
+    return f"wh-{event_id}-{endpoint_id}"
+
+
+def fan_out(
+    events: list[tuple[int, str, str, dt.datetime]],
+    endpoints: list[tuple[str, str, list[str], dt.datetime]],
+) -> list[tuple[int, str, str]]:
+    """(event id, tenant, endpoint id) for each endpoint of the event's tenant that wants
+    its type and existed when it was recorded (an endpoint added later does not receive
+    older events; ``mailgate webhooks replay`` sends them), in event order (pure)."""
+    by_tenant: dict[str, list[tuple[str, list[str], dt.datetime]]] = {}
+    for endpoint_id, tenant, types, added in endpoints:
+        by_tenant.setdefault(tenant, []).append((endpoint_id, types, added))
+    out = []
+    for event_id, tenant, event_type, recorded in events:
+        for endpoint_id, types, added in by_tenant.get(tenant, ()):
+            if ("*" in types or event_type in types) and recorded >= added:
+                out.append((event_id, tenant, endpoint_id))
+    return out
+
+
+class Dispatcher:
+    """Reads the outbox until stopped; :meth:`dispatch_once` is one round (tests call it)."""
+
+    name = "webhooks"
+    needs: tuple[Service[Any], ...] = (SENDER,)
+
+    def __init__(self, app: App, max_attempts: int):
+        self.app = app
+        self.batch = app.settings.webhook_dispatch_batch
+        self.idle_s = app.settings.webhook_dispatch_idle_s
+        self.max_attempts = max_attempts
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self.dispatched = 0
+
+    async def dispatch_once(self) -> int:
+        """One round; returns how many events it took."""
+        async with self.app.db.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_TAKE, self.batch)
+            if not rows:
+                return 0
+            events = [(r["id"], r["tenant_id"], r["type"], r["created_at"]) for r in rows]
+            tenants = sorted({e[1] for e in events})
+            endpoints = [
+                (r["id"], r["tenant_id"], list(r["event_types"]), r["created_at"])
+                for r in await conn.fetch(_ENDPOINTS, tenants)
+            ]
+            pairs = fan_out(events, endpoints)
+            if pairs:
+                await conn.execute(
+                    _DELIVERIES,
+                    [t for _, t, _ in pairs],
+                    [e for e, _, _ in pairs],
+                    [p for _, _, p in pairs],
+                )
+            ids = [e[0] for e in events]
+            await conn.execute(
+                "UPDATE events SET dispatched_at = now() WHERE id = ANY($1::bigint[])", ids
+            )
+            highest: dict[str, int] = {}
+            for event_id, tenant, _, _ in events:
+                highest[tenant] = max(highest.get(tenant, 0), event_id)
+            await conn.execute(_CURSOR, list(highest), list(highest.values()))
+            if pairs:
+                jobs = [
+                    encode_job(
+                        WEBHOOK,
+                        WebhookPayload(tenant_id=t, endpoint_id=p, event_id=str(e)),
+                        id=job_id(e, p),
+                        max_attempts=self.max_attempts,
+                    )
+                    for e, t, p in pairs
+                ]
+                await self.app.redis.lpush(WEBHOOK, *jobs)
+        self.dispatched += len(pairs)
+        return len(rows)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                taken = await self.dispatch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # logged; the next round tries again
+                log.exception("webhook dispatch round failed")
+                taken = 0
+            if taken < self.batch:
+                await asyncio.sleep(self.idle_s)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="webhook-dispatch")
+        self._started = True
+
+    async def stop(self, deadline: float) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def ready(self) -> bool:
+        return self._started and self._task is not None and not self._task.done()
+
+
+def create(app: App, services: Services) -> Dispatcher:
+    """Entry point (group ``mailgate.components``)."""
+    return Dispatcher(app, services.get(SENDER).max_attempts)
