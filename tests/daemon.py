@@ -31,6 +31,31 @@ def cli_env(settings: Settings, **overrides: str) -> dict[str, str]:
     return env
 
 
+#: Runs the CLI as if the named job families' handlers were not installed (a deployment
+#: without that package): the handler entry points are filtered before gateway is imported.
+_WITHOUT_HANDLERS = """
+import sys, importlib.metadata as md
+drop = set(sys.argv.pop(1).split(","))
+real = md.entry_points
+def filtered(**kw):
+    eps = real(**kw)
+    if kw.get("group") != "mailgate.handlers":
+        return eps
+    return md.EntryPoints(ep for ep in eps if ep.name not in drop)
+md.entry_points = filtered
+from gateway.cli import main
+sys.exit(main())
+"""
+
+
+def cli_argv(*args: str, without_handlers: tuple[str, ...] = ()) -> list[str]:
+    """The command line of `mailgate ARGS` in a subprocess; ``without_handlers`` names job
+    families whose handlers that process does not see installed."""
+    if not without_handlers:
+        return [sys.executable, "-m", "gateway.cli", *args]
+    return [sys.executable, "-c", _WITHOUT_HANDLERS, ",".join(without_handlers), *args]
+
+
 def mailgate_env(settings: Settings, http_port: int, **overrides: str) -> dict[str, str]:
     """The environment for `mailgate run` on this test's servers; ``overrides`` are
     settings by field name (``components="worker"`` -> MAILGATE_COMPONENTS)."""

@@ -14,7 +14,7 @@ import pytest
 from gateway.app import App
 from gateway.embedded import free_port
 from gateway.settings import Settings
-from tests.daemon import cli_env
+from tests.daemon import cli_argv, cli_env
 
 BOUNCE = {"message_id": "<m@x>", "bounce_type": "hard", "recipient_email": "a@b.test"}
 
@@ -57,7 +57,6 @@ def test_version(env: dict[str, str]) -> None:
     ("args", "needles"),
     [
         (("enqueue", "queue:nosuch", "{}"), ("unknown queue 'queue:nosuch'", "--list")),
-        (("enqueue", "queue:webhook:process", "{}"), ("no installed handler consumes",)),
         (("enqueue", "queue:bounce:process", "@/nonexistent/job.json"), ("cannot read",)),
         (("enqueue", "queue:bounce:process", "{oops"), ("not valid JSON",)),
         (("enqueue", "queue:bounce:process", "[1]"), ("must be a JSON object",)),
@@ -104,6 +103,14 @@ def test_input_mistakes_exit_2_with_one_line(
 ) -> None:
     """Bad queues, payloads, files and options: exit 2, one line naming the fix."""
     one_line(run(env, *args), 2, *needles)
+
+
+def test_enqueue_to_a_queue_no_installed_handler_consumes(env: dict[str, str]) -> None:
+    """Where a family's package is not installed, its queue is refused at enqueue (the job
+    would only wait forever), naming where to look."""
+    argv = cli_argv("enqueue", "queue:webhook:process", "{}", without_handlers=("webhook",))
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=60)
+    one_line(result, 2, "no installed handler consumes", "mailgate queues")
 
 
 def test_accounts_add_without_any_endpoint_names_both_options(env: dict[str, str]) -> None:

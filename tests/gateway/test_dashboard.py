@@ -354,6 +354,7 @@ async def test_status_json_healthy_then_unhealthy_after_redis_stops(
             "bounces",
             "delivery",
             "schedule",
+            "warmup",
             "webhooks",
         }
         assert set(instance["components"].values()) == {"ready"}
