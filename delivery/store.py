@@ -558,13 +558,20 @@ class DeliveryStore:
         ]
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_RECORD, *cols)
-            # The event of a send the server took, in the same transaction as the row.
-            await record_events(conn, [_sent_event(r) for r in rows if r["status"] == "sent"])
+            # The events of a send the server took, in the same transaction as the row.
+            await record_events(
+                conn,
+                [ev for r in rows if r["status"] == "sent" for ev in _sent_events(r)],
+            )
         changed = {r["id"] for r in rows}
         return [r.delivery_id in changed for r in items]
 
 
-def _sent_event(row: asyncpg.Record) -> tuple[str, EventType, str, dict[str, Any], str]:
+def _sent_events(
+    row: asyncpg.Record,
+) -> tuple[tuple[str, EventType, str, dict[str, Any], str], ...]:
+    """``email.sent`` and ``email.delivered`` of a 2xx (the platform's contract names both,
+    as its campaign counters count both): one each per delivery, whatever is replayed."""
     payload = {
         "delivery_id": row["id"],
         "campaign_id": row["campaign_id"],
@@ -573,4 +580,8 @@ def _sent_event(row: asyncpg.Record) -> tuple[str, EventType, str, dict[str, Any
         "message_id": row["message_id"],
         "smtp_code": row["smtp_code"],
     }
-    return (row["tenant_id"], EventType.SENT, row["id"], payload, f"delivery:{row['id']}:sent")
+    tenant, delivery = row["tenant_id"], row["id"]
+    return (
+        (tenant, EventType.SENT, delivery, payload, f"delivery:{delivery}:sent"),
+        (tenant, EventType.DELIVERED, delivery, payload, f"delivery:{delivery}:delivered"),
+    )
