@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import shutil
 import sys
 import time
 import uuid
@@ -19,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from campaigns.sources import allowed_roots, under_roots
 from gateway.app import App
 from gateway.cli import Progress, run_with_app, settings_from_args
 from gateway.errors import CliError
@@ -26,8 +29,10 @@ from gateway.jobs.contracts import EXPORT, IMPORT, ExportPayload, ImportPayload,
 from gateway.jobs.contracts import encode_job as encode
 from gateway.jobs.keys import job_key
 from gateway.retention import cleanup
+from gateway.settings import Settings
 
 POLL_S = 0.5
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def _mapping(items: list[str] | None) -> dict[str, str]:
@@ -85,10 +90,35 @@ def _rows_estimate(path: Path) -> int:
         return 0
 
 
+def _importable(path: Path, settings: Settings, tenant: str, job_id: str) -> Path:
+    """``path`` when the daemon may read it there; otherwise a copy in
+    ``data_dir/imports/<tenant>/`` (the daemon reads only its own directories and
+    ``file_roots``, and may run as another user than the one who typed the command)."""
+    if under_roots(path, allowed_roots(settings)):
+        return path
+    target = Path(settings.data_dir) / "imports" / _SAFE.sub("_", tenant) / f"{job_id}.csv"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    except OSError as exc:
+        raise CliError(
+            f"cannot copy {path} into {target.parent}: {exc.strerror} (run as the daemon's "
+            "user, or add the file's directory to MAILGATE_FILE_ROOTS)"
+        ) from None
+    print(
+        f"copied {path} to {target} (the daemon reads only its allowed directories)",
+        file=sys.stderr,
+    )
+    return target
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file).resolve()
     if not path.is_file():
         raise CliError(f"{args.file}: no such file (give the path of a CSV)")
+    settings = settings_from_args(args)
+    job_id = f"import-{uuid.uuid4().hex}"
+    path = _importable(path, settings, args.tenant, job_id)
     payload = _model(
         ImportPayload,
         {
@@ -100,8 +130,6 @@ def cmd_import(args: argparse.Namespace) -> int:
             "delimiter": args.delimiter,
         },
     )
-    job_id = f"import-{uuid.uuid4().hex}"
-    settings = settings_from_args(args)
 
     async def work(app: App) -> int:
         await app.redis.lpush(IMPORT, encode(IMPORT, payload, id=job_id))
@@ -166,7 +194,11 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("import", help="import a CSV of contacts into a list (import.contacts)")
-    p.add_argument("file", help="path of the CSV file (readable by the daemon)")
+    p.add_argument(
+        "file",
+        help="path of the CSV file (copied into data_dir/imports when the daemon may not "
+        "read it where it is)",
+    )
     p.add_argument("--tenant", required=True)
     p.add_argument("--list", help="contact_lists.id to add the contacts to (created if new)")
     p.add_argument(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from campaigns import CampaignJobError
-from campaigns.sources import check_root, local_path
+from campaigns.sources import allowed_roots, check_root, local_path
 from gateway.app import App
 from gateway.events import EventType, record_event
 from gateway.jobs.contracts import ExportPayload
@@ -133,7 +133,7 @@ def destination_for(app: App, job_id: str, payload: ExportPayload) -> Path:
         path = local_path(payload.destination)
         if not path.is_absolute():
             raise CampaignJobError(f"destination {payload.destination} is not an absolute path")
-        check_root(path, app.settings.file_roots, "the destination")
+        check_root(path, allowed_roots(app.settings), "the destination")
         return path
     tenant = _SAFE.sub("_", payload.tenant_id)
     name = f"{payload.kind}-{_SAFE.sub('_', job_id)}.{payload.format}"

@@ -149,7 +149,7 @@ class Importer:
                     raise CampaignJobError(f"job id {self.job_id!r} was another tenant's import")
                 self.tally = Tally.restore(row["counts"], row["invalid"])
             await conn.execute(_STAGE)
-            async with open_source(p.file_url, self.app.settings.file_roots) as read:
+            async with open_source(p.file_url, self.app.settings) as read:
                 parser = RowParser(
                     lines_of(read),
                     p.mapping,

@@ -634,8 +634,14 @@ class Settings(BaseSettings):
     # -- the platform's jobs: import, export, analytics, cleanup (issue 12) ----------------
     file_roots: PathList = Field(
         default_factory=list,
-        description="Directories that file:// URLs of import and export jobs may name "
-        "(comma-separated). Empty: any path the daemon can read or write.",
+        description="Directories, besides data_dir/imports and data_dir/exports (always "
+        "allowed), that file:// URLs of import and export jobs may name (comma-separated). "
+        "Nothing else on the host is read or written for a job.",
+    )
+    import_allow_private: bool = Field(
+        default=False,
+        description="Let http(s) import file URLs reach loopback, link-local or private "
+        "addresses (SSRF guard off; for tests and a trusted private network).",
     )
     analytics_schedule: bool = Field(
         default=True,

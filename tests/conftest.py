@@ -178,6 +178,9 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
         secret_key="test-secret-key-0123456789abcdef0123456789",
         bounce_domains="bounces.test",
         log_format="text",
+        # Import and export files live in the test's own directory (the default allows only
+        # data_dir/imports and data_dir/exports; tests/campaigns checks that default).
+        file_roots=[str(tmp_path)],
     )
 
 

@@ -27,6 +27,8 @@ def cli_env(settings: Settings, **overrides: str) -> dict[str, str]:
         MAILGATE_DATA_DIR=str(settings.data_dir),
         MAILGATE_LOG_LEVEL="WARNING",
     )
+    if settings.file_roots:
+        env["MAILGATE_FILE_ROOTS"] = ",".join(str(r) for r in settings.file_roots)
     env.update({f"MAILGATE_{name.upper()}": value for name, value in overrides.items()})
     return env
 

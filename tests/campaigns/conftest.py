@@ -12,7 +12,7 @@ import pytest
 
 from gateway.app import App
 from gateway.jobs.envelope import Job, new_job, parse_job
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 from tests.delivery.peer import ScriptedPeer
 
 TENANT = "tenant_a"
@@ -27,26 +27,20 @@ async def sink() -> AsyncIterator[ScriptedPeer]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, redis_url: str, sink: ScriptedPeer) -> Settings:
+def settings(settings: Settings, sink: ScriptedPeer) -> Settings:
     """The harness's settings, with MAILGATE_DELIVERY_RELAY pointing at the sink."""
-    return load_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        data_dir=tmp_path / "data",
-        http_listen="127.0.0.1:0",
-        smtp_listen="127.0.0.1:0",
-        secret_key="test-secret-key-0123456789abcdef0123456789",
-        bounce_domains="bounces.test",
-        log_format="text",
-        delivery_relay=f"127.0.0.1:{sink.port}",
-        delivery_relay_security="none",
-        delivery_dkim_signer_process=False,
-        # A campaign's sends in seconds, not at a cold account's pace.
-        delivery_account_per_minute=0,
-        delivery_account_per_hour=0,
-        delivery_account_per_day=0,
-        delivery_domain_per_minute=0,
-        delivery_domain_concurrency=0,
+    return settings.model_copy(
+        update={
+            "delivery_relay": f"127.0.0.1:{sink.port}",
+            "delivery_relay_security": "none",
+            "delivery_dkim_signer_process": False,
+            # A campaign's sends in seconds, not at a cold account's pace.
+            "delivery_account_per_minute": 0,
+            "delivery_account_per_hour": 0,
+            "delivery_account_per_day": 0,
+            "delivery_domain_per_minute": 0,
+            "delivery_domain_concurrency": 0,
+        }
     )
 
 

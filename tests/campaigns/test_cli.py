@@ -55,6 +55,14 @@ async def test_import_export_and_cleanup_commands(
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["imported"] == len(valid) and result["invalid"] == invalid
+    # Where the daemon may not read the file (no file_roots: only its own directories), the
+    # command copies it into data_dir/imports/<tenant>/ and the job reads the copy.
+    confined = {k: v for k, v in env.items() if k != "MAILGATE_FILE_ROOTS"}
+    copied = await mailgate(confined, *args, *mapping)
+    assert copied.returncode == 0, copied.stderr
+    assert "copied" in copied.stderr and json.loads(copied.stdout)["rows"] == 200
+    (copy,) = (settings.data_dir / "imports" / TENANT).iterdir()
+    assert copy.read_bytes() == path.read_bytes()
     queued = await mailgate(env, *args, *mapping, "--no-wait")
     assert queued.returncode == 0 and queued.stdout.strip().startswith("import-")
     exported = await mailgate(

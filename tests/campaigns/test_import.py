@@ -124,7 +124,8 @@ async def test_bad_files_fail_with_a_clear_error(app: App, tmp_path: Path) -> No
 
 async def test_http_source_is_streamed_and_errors_are_classified(app: App, tmp_path: Path) -> None:
     """An http:// file is read in chunks from a server (a fake of the internet); a 404 is a
-    permanent error, a 503 a temporary one (retried)."""
+    permanent error, a 503 a temporary one (retried), a redirect is not followed; a loopback
+    server is refused unless MAILGATE_IMPORT_ALLOW_PRIVATE is set (the SSRF guard)."""
     path = tmp_path / "list.csv"
     valid, invalid, _ = write_csv(path, 500, header=False, duplicate_every=10**9)
     body = path.read_bytes()
@@ -134,6 +135,8 @@ async def test_http_source_is_streamed_and_errors_are_classified(app: App, tmp_p
             return web.Response(status=404)
         if request.path == "/busy.csv":
             return web.Response(status=503)
+        if request.path == "/moved.csv":
+            raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
         response = web.StreamResponse()
         await response.prepare(request)
         for i in range(0, len(body), 777):  # chunk edges inside lines and CRLFs
@@ -150,6 +153,9 @@ async def test_http_source_is_streamed_and_errors_are_classified(app: App, tmp_p
     base = f"http://127.0.0.1:{port}"
     try:
         mapping = {"col_0": "email", "col_1": "name"}
+        with pytest.raises(ImportFileError, match="private, loopback or link-local"):
+            await Importer(app, "http-0", payload(f"{base}/list.csv", mapping=mapping)).run()
+        app.settings = app.settings.model_copy(update={"import_allow_private": True})
         got = await Importer(
             app, "http-1", payload(f"{base}/list.csv", mapping=mapping, has_header=False)
         ).run()
@@ -159,8 +165,33 @@ async def test_http_source_is_streamed_and_errors_are_classified(app: App, tmp_p
             await Importer(app, "http-2", payload(f"{base}/gone.csv", mapping=mapping)).run()
         with pytest.raises(SourceUnavailable, match="503"):
             await Importer(app, "http-3", payload(f"{base}/busy.csv", mapping=mapping)).run()
+        with pytest.raises(ImportFileError, match="redirect, not followed"):
+            await Importer(app, "http-4", payload(f"{base}/moved.csv", mapping=mapping)).run()
     finally:
         await runner.cleanup()
+
+
+async def test_files_outside_the_daemons_directories_are_refused_by_default(
+    app: App, tmp_path: Path
+) -> None:
+    """With no file_roots, an import reads only data_dir/imports and data_dir/exports: a
+    path elsewhere (or one that climbs out with ``..``, or a host file such as
+    /proc/self/environ, whose lines would come back as invalid rows) is refused."""
+    app.settings = app.settings.model_copy(update={"file_roots": []})
+    imports = Path(app.settings.data_dir) / "imports"
+    imports.mkdir(parents=True)
+    inside = imports / "list.csv"
+    valid, _, _ = write_csv(inside, 50, duplicate_every=10**9)
+    outside = tmp_path / "list.csv"
+    write_csv(outside, 50)
+    climbing = imports / ".." / ".." / "list.csv"
+    for n, url in enumerate(
+        (outside.as_uri(), "file://" + str(climbing), "file:///proc/self/environ")
+    ):
+        with pytest.raises(ImportFileError, match="outside the allowed directories"):
+            await Importer(app, f"out-{n}", payload(url)).run()
+    got = await Importer(app, "in-1", payload(inside.as_uri())).run()
+    assert got["imported"] == len(valid)
 
 
 CHILD = Path(__file__).with_name("import_child.py")
@@ -180,6 +211,7 @@ async def test_import_killed_halfway_then_rerun_lands_every_row_once(
         "MAILGATE_REDIS_URL": app.settings.redis_url.get_secret_value(),
         "MAILGATE_SECRET_KEY": "test-secret-key-0123456789abcdef0123456789",
         "MAILGATE_DATA_DIR": str(tmp_path / "data"),
+        "MAILGATE_FILE_ROOTS": str(tmp_path),
     }
     child = subprocess.Popen(
         [sys.executable, str(CHILD), path.as_uri(), TENANT, "imp-kill"],
