@@ -232,6 +232,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             data_dir=Path(tmp) / "data",
             secret_key="b" * 40,
             log_level="WARNING",
+            file_roots=[tmp],  # the generated files (imports read only allowed directories)
         )
         path = Path(tmp) / "contacts.csv"
         t0 = time.perf_counter()
