@@ -110,6 +110,10 @@ async def mailgate(app: App, url: str, n: int, concurrency: int) -> dict[str, fl
     """(b) events/s through the outbox, the dispatcher and the worker."""
     async with app.db.acquire() as conn:
         await conn.execute("TRUNCATE events, webhook_endpoints, webhook_deliveries CASCADE")
+        await app.redis.flushdb()
+        # The endpoint first: an endpoint receives only the events recorded after it was added.
+        store = EndpointStore(app.db, CredentialBox(app.secret_key))
+        await store.add(TENANT, url, ["*"], signing.new_secret(), concurrency=concurrency)
         await conn.execute(
             "INSERT INTO events (tenant_id, type, subject_id, payload, dedupe_key)"
             " SELECT $1, $2, 'd' || i, $3::jsonb, 'bench:' || i FROM generate_series(1, $4) i",
@@ -118,9 +122,6 @@ async def mailgate(app: App, url: str, n: int, concurrency: int) -> dict[str, fl
             payload(0),
             n,
         )
-    await app.redis.flushdb()
-    store = EndpointStore(app.db, CredentialBox(app.secret_key))
-    await store.add(TENANT, url, ["*"], signing.new_secret(), concurrency=concurrency)
     services = Services(app)
     worker = Worker(app, {"webhook": create_handler(app, services)})
     dispatcher = Dispatcher(app, services.get(SENDER).max_attempts)

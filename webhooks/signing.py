@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -26,8 +27,10 @@ def new_secret() -> str:
     return PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
+@functools.lru_cache(maxsize=4096)
 def secret_key(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_`` secret (the prefix is optional, as in the spec)."""
+    """The HMAC key of a ``whsec_`` secret (the prefix is optional, as in the spec).
+    Cached: every attempt signs with the same few secrets (bench/webhooks.py)."""
     text = secret.strip().removeprefix(PREFIX)
     try:
         key = base64.b64decode(text, validate=True)

@@ -308,12 +308,33 @@ class AnalyticsPayload(Payload):
     day: dt.date | None = None
 
 
+WEBHOOK_BATCH_MAX: Final = 1000  # events one webhook job may name (a bound on its run)
+
+
 class WebhookPayload(Payload):
-    """Deliver one event to one endpoint (``webhook.dispatch``)."""
+    """Deliver events to one endpoint (``webhook.dispatch``): one event (``event_id``: every
+    retry, a replay, and jobs queued before batches existed) or, for first attempts, a batch
+    in outbox order (``event_ids``), so the job runtime's per-job cost is shared by the
+    batch; each event of a batch that fails gets a one-event job of its own for its retries.
+    Exactly one of the two is given."""
 
     tenant_id: str = Field(min_length=1, max_length=200)
     endpoint_id: str = Field(min_length=1, max_length=200)
-    event_id: str = Field(min_length=1, max_length=200)
+    event_id: Opt = Field(default=None, max_length=200)
+    event_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, min_length=1, max_length=WEBHOOK_BATCH_MAX
+    )
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> WebhookPayload:
+        if (self.event_id is None) == (self.event_ids is None):
+            raise ValueError("exactly one of event_id or event_ids is required")
+        return self
+
+    @property
+    def events(self) -> list[str]:
+        """The event ids this job is about, in order (one for the single shape)."""
+        return list(self.event_ids) if self.event_ids is not None else [str(self.event_id)]
 
 
 class CampaignPayload(Payload):
@@ -462,8 +483,8 @@ FAMILIES: Final[tuple[Family, ...]] = (
         "webhook",
         (WEBHOOK,),
         WebhookPayload,
-        {"tenant_id": "t1", "endpoint_id": "ep_1", "event_id": "42"},
-        "deliver one event to one webhook endpoint",
+        {"tenant_id": "t1", "endpoint_id": "ep_1", "event_ids": ["42", "43"]},
+        "deliver events (event_id, or a batch: event_ids) to one webhook endpoint",
         timeout_s=60,
     ),
     Family(

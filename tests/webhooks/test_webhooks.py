@@ -19,7 +19,7 @@ import pytest
 from gateway.app import App
 from gateway.events import EventType, record_event
 from gateway.jobs import keys
-from gateway.jobs.contracts import WEBHOOK
+from gateway.jobs.contracts import FAMILY_BY_NAME, WEBHOOK, PayloadInvalid, WebhookPayload
 from gateway.jobs.worker import Worker
 from gateway.secretkey import CredentialBox
 from gateway.services import Services
@@ -28,7 +28,7 @@ from tests.daemon import cli_env, poll
 from tests.webhooks.receiver import Receiver, verify
 from webhooks import EndpointRefused, signing
 from webhooks.commands import replay
-from webhooks.dispatch import Dispatcher, fan_out
+from webhooks.dispatch import Dispatcher, batches, fan_out
 from webhooks.sender import SENDER, WebhookSender
 from webhooks.ssrf import GuardedResolver, address_allowed, check_url
 from webhooks.store import EndpointStore
@@ -105,6 +105,26 @@ def test_fan_out_by_tenant_type_and_age() -> None:
     ]  # fmt: skip
 
 
+def test_batches_per_endpoint_in_event_order() -> None:
+    """Runs of up to N events of one endpoint, ordered by their first event."""
+    pairs = [(1, "a", "e1"), (1, "a", "e2"), (2, "a", "e1"), (3, "a", "e1"), (4, "b", "e3")]
+    assert batches(pairs, 2) == [("a", "e1", [1, 2]), ("a", "e2", [1]), ("a", "e1", [3]),
+                                 ("b", "e3", [4])]  # fmt: skip
+
+
+def test_webhook_payload_takes_one_event_or_a_batch() -> None:
+    """Jobs queued before batches (``event_id``) still validate; a batch is ``event_ids``;
+    both or neither is refused."""
+    family = FAMILY_BY_NAME["webhook"]
+    old = family.validate({"tenant_id": "t", "endpoint_id": "e", "event_id": 7})
+    assert isinstance(old, WebhookPayload) and old.events == ["7"]
+    batch = family.validate({"tenant_id": "t", "endpoint_id": "e", "event_ids": [7, "8"]})
+    assert isinstance(batch, WebhookPayload) and batch.events == ["7", "8"]
+    for bad in ({}, {"event_id": "1", "event_ids": ["2"]}, {"event_ids": []}):
+        with pytest.raises(PayloadInvalid):
+            family.validate({"tenant_id": "t", "endpoint_id": "e", **bad})
+
+
 # -- against the receiver ---------------------------------------------------------------------
 
 
@@ -174,7 +194,7 @@ async def test_events_arrive_once_signed_and_in_order(
     dispatcher = Dispatcher(app, sender.max_attempts)
     assert await dispatcher.dispatch_once() == 7
     jobs = await app.redis.lrange(WEBHOOK, 0, -1)
-    taken_first = [json.loads(j)["payload"]["event_id"] for j in reversed(jobs)]
+    taken_first = [e for j in reversed(jobs) for e in json.loads(j)["payload"]["event_ids"]]
     assert [int(e) for e in taken_first] == sorted(int(e) for e in taken_first)
     worker = await run_worker()
     await worker.run_until_empty(30)
@@ -228,6 +248,81 @@ async def test_retries_follow_the_schedule_on_an_injected_clock(
     assert [(r["attempt"], r["response_code"]) for r in rows] == [(1, 500), (2, 500), (3, 200)]
     assert await app.db.fetchval("SELECT status FROM webhook_deliveries") == "delivered"
     assert await app.db.fetchval("SELECT failing_since FROM webhook_endpoints") is None
+
+
+async def test_a_batch_retries_only_its_failed_events_each_on_its_own(
+    app: App, services: Services, receiver: Receiver, run_worker: Any
+) -> None:
+    """Six events to one endpoint are one job; events 2 and 5 get a 500 the first time.
+    The four others are delivered once and never sent again; 2 and 5 each get a one-event
+    job due after the schedule's second delay (5 s, on the worker's clock), which delivers
+    them with the same webhook-id; every attempt is a row; the batch job completes."""
+    secret = signing.new_secret()
+    receiver.secrets = [secret]
+    await add_endpoint(app, receiver.url, ["*"], secret)
+    for n in range(1, 7):
+        await event(app, n)
+    ids = [r["id"] for r in await app.db.fetch("SELECT id FROM events ORDER BY id")]
+    flaky = {f"msg_{ids[1]}", f"msg_{ids[4]}"}
+    receiver.answer = lambda msg_id, n: 500 if msg_id in flaky and n == 1 else 200
+    clock = FakeClock()
+    assert await Dispatcher(app, services.get(SENDER).max_attempts).dispatch_once() == 6
+    [batch] = [json.loads(j) for j in await app.redis.lrange(WEBHOOK, 0, -1)]
+    assert batch["payload"]["event_ids"] == [str(i) for i in ids]
+    worker = await run_worker(clock)
+    due = await poll(
+        lambda: app.redis.zrange(keys.DELAYED, 0, -1, withscores=True), lambda d: len(d) == 2
+    )
+    retries = [(json.loads(m.partition(b"\n")[2]), score) for m, score in due]
+    assert sorted(j["payload"]["event_id"] for j, _ in retries) == [str(ids[1]), str(ids[4])]
+    assert all(j["attempt_count"] == 1 and "event_ids" not in j["payload"] for j, _ in retries)
+    assert all(4.5 <= score / 1000 - clock.now <= 5.5 for _, score in retries)
+    assert sorted(r.webhook_id for r in receiver.got) == sorted(f"msg_{i}" for i in ids)
+    clock.now += 5.1
+    assert await worker.promote_once() == 2
+    await worker.run_until_empty(30)
+    sent: dict[str, int] = {}
+    for r in receiver.got:
+        sent[r.webhook_id] = sent.get(r.webhook_id, 0) + 1
+    assert sent == {f"msg_{i}": 2 if f"msg_{i}" in flaky else 1 for i in ids}
+    assert sorted(receiver.ids()) == sorted(f"msg_{i}" for i in ids)
+    assert all(all(r.valid.values()) for r in receiver.got)
+    rows = await app.db.fetch(
+        "SELECT event_id, attempt, response_code FROM webhook_attempts ORDER BY event_id, attempt"
+    )
+    assert [(r["event_id"], r["attempt"], r["response_code"]) for r in rows] == [
+        row
+        for i in ids
+        for row in ([(i, 1, 500), (i, 2, 200)] if f"msg_{i}" in flaky else [(i, 1, 200)])
+    ]
+    statuses = await app.db.fetch("SELECT status, attempts FROM webhook_deliveries")
+    assert all(r["status"] == "delivered" for r in statuses) and len(statuses) == 6
+    record = await app.redis.hgetall(keys.job_key(batch["id"]))
+    assert record[b"status"] == b"completed"
+
+
+async def test_old_single_event_jobs_still_run(
+    app: App, services: Services, receiver: Receiver, run_worker: Any
+) -> None:
+    """A job of the single-event shape (queued before batches existed) is delivered."""
+    secret = signing.new_secret()
+    receiver.secrets = [secret]
+    endpoint = await add_endpoint(app, receiver.url, ["*"], secret)
+    await event(app, 1)
+    event_id = await app.db.fetchval("SELECT id FROM events")
+    await app.db.execute(
+        "INSERT INTO webhook_deliveries (tenant_id, event_id, endpoint_id) VALUES ($1, $2, $3)",
+        TENANT,
+        event_id,
+        endpoint,
+    )
+    payload = {"tenant_id": TENANT, "endpoint_id": endpoint, "event_id": str(event_id)}
+    old = {"id": f"wh-{event_id}-{endpoint}", "max_attempts": 8, "payload": payload}
+    await app.redis.lpush(WEBHOOK, json.dumps(old))
+    worker = await run_worker()
+    await worker.run_until_empty(30)
+    assert receiver.ids() == [f"msg_{event_id}"]
+    assert await app.db.fetchval("SELECT status FROM webhook_deliveries") == "delivered"
 
 
 async def test_410_disables_the_endpoint(
