@@ -7,7 +7,11 @@ components (each after the services it needs are built) → status reports in Re
 intake and drains in-flight work until the shared deadline (``shutdown_grace_s``) → what is
 left is cancelled (components return unfinished jobs to their queue) → HTTP endpoint →
 services (the SMTP pool, the DKIM signer) → pools → embedded servers. A second signal forces:
-the deadline becomes now.
+the deadline becomes now. A stop requested while components are still starting (a slow
+start under systemd's TimeoutStartSec, say) cancels the start and stops what did start.
+
+SIGUSR1 logs the stack of every asyncio task (one WARNING record): what a daemon that does
+not stop, or does not make progress, is waiting on.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import logging
 import signal
 from importlib.metadata import PackageNotFoundError, version
@@ -102,9 +107,11 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
 
     def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
 
@@ -159,7 +166,19 @@ class Daemon:
             http=f"{listen.host}:{self.http.bound_port}",
         )
         try:
-            await self._start_components(app, services)
+            starting = asyncio.create_task(self._start_components(app, services))
+            stop_wait = asyncio.create_task(self._stop.wait())
+            try:
+                await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_wait.cancel()
+            if not starting.done():
+                log.warning("stop requested while starting: start abandoned")
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                return
+            starting.result()  # a failed start raises here
             await self.reporter.start()
             settle_heap()
             self.notifier.ready(f"{len(self.components)} components running")
@@ -183,6 +202,8 @@ class Daemon:
         factories = self._factories if self._factories is not None else discover()
         for name, factory in select(self.settings.components, factories).items():
             component = factory(app, services)
+            # Listed before its start: one whose start failed or was abandoned half-way is
+            # stopped like the others (stop() copes with a partial start).
             self.components.append(component)
             services.prepare(component.needs)
             await component.start()
@@ -257,3 +278,13 @@ class Daemon:
             and all(v == "ok" for v in checks["components"].values())
         )
         return checks
+
+
+def dump_tasks() -> None:
+    """Log the stack of every task on the running loop (SIGUSR1)."""
+    out = io.StringIO()
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    for task in tasks:
+        out.write(f"--- task {task.get_name()}\n")
+        task.print_stack(limit=12, file=out)
+    log.warning("asyncio tasks (SIGUSR1)", extra={"tasks": len(tasks), "stacks": out.getvalue()})

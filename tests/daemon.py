@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -76,6 +77,28 @@ def spawn_mailgate(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run"], env=env, stdout=out, stderr=out
         )
+
+
+async def stop_mailgate(
+    proc: subprocess.Popen[bytes], log: Path | None = None, timeout_s: float = 40
+) -> int:
+    """SIGTERM ``proc`` and wait for its exit code. One that has not exited by
+    ``timeout_s`` gets SIGUSR1 (the daemon logs every task's stack), then SIGKILL, and the
+    test fails with the end of its log: never a daemon left running into the next test."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.to_thread(proc.wait, timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(1.0)
+        proc.kill()
+        await asyncio.to_thread(proc.wait, 10)
+        text = await asyncio.to_thread(log.read_text, errors="replace") if log else ""
+        raise AssertionError(
+            f"mailgate did not stop within {timeout_s} s of SIGTERM\n{text[-12000:]}"
+        ) from None
 
 
 async def poll(

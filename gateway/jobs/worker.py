@@ -205,7 +205,16 @@ class Worker:
         self._wake.set()
         try:
             if self._taking is not None:
-                await self._taking
+                # The take loop ends at the stop request unless it is inside a Redis call
+                # that hangs; then the deadline ends it (what it took is reaped later).
+                done, _ = await asyncio.wait(
+                    {self._taking}, timeout=max(0.0, deadline - loop.time())
+                )
+                if not done:
+                    log.warning("the take loop did not stop by the deadline; cancelled")
+                    self._taking.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._taking
             pending = set(self._in_flight)
             if pending:
                 log.info("draining in-flight jobs", extra={"jobs": len(pending)})

@@ -21,7 +21,7 @@ from gateway.jobs.component import WorkerComponent
 from gateway.jobs.envelope import new_job
 from gateway.services import Services
 from gateway.settings import Settings
-from tests.daemon import mailgate_env, poll, spawn_mailgate
+from tests.daemon import mailgate_env, poll, spawn_mailgate, stop_mailgate
 from tests.delivery.conftest import TENANT, seed
 from tests.delivery.peer import ScriptedPeer
 
@@ -122,8 +122,7 @@ async def test_sigkill_mid_batch_then_restart(
         proc = spawn_mailgate(env, log)
         await poll(lambda: _status_counts(app), lambda c: c.get("sent", 0) >= total, 100)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 40) == 0, log.read_text()[-3000:]
+        assert await stop_mailgate(proc, log) == 0, log.read_text()[-3000:]
     assert await _status_counts(app) == {"sent": total}
     arrivals = _arrivals(peer)
     assert set(arrivals) == {f"r{i}@d{i % 7}.example.org" for i in range(total)}  # none lost

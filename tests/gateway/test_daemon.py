@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import signal
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -194,6 +196,60 @@ async def test_systemd_notifications(settings: Settings, tmp_path: Path) -> None
     assert "WATCHDOG=1" in states
     assert states[-1] == "STOPPING=1" or "STOPPING=1" in states
     assert states.index("READY=1") < states.index("STOPPING=1")
+
+
+async def test_stop_requested_while_a_component_starts_abandons_the_start(
+    settings: Settings,
+) -> None:
+    """A start that hangs (a server not answering yet) does not make the daemon deaf to
+    SIGTERM: the start is cancelled, what started is stopped, the exit is clean."""
+    log: list[str] = []
+    first = SlowComponent("first", 0, log)
+
+    class Hanging(SlowComponent):
+        async def start(self) -> None:
+            self.log.append("start hanging")
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.log.append("start cancelled")
+                raise
+
+    hanging = Hanging("hanging", 0, log)
+    daemon = Daemon(
+        settings,
+        factories={"first": lambda app, services: first, "hanging": lambda app, services: hanging},
+    )
+    task = asyncio.create_task(daemon.run(install_signals=False))
+    for _ in range(600):
+        if "start hanging" in log:
+            break
+        await asyncio.sleep(0.05)
+    daemon.request_stop()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert not daemon.started.is_set()
+    assert log[:3] == ["start first", "start hanging", "start cancelled"]
+    assert {"stop first", "stop hanging"} <= set(log)
+
+
+async def test_sigusr1_logs_every_tasks_stack(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGUSR1 logs the stack of every asyncio task: what a stuck daemon waits on."""
+    daemon = Daemon(settings, factories={})
+    task = asyncio.create_task(daemon.run(install_signals=True), name="the-daemon")
+    await asyncio.wait_for(daemon.started.wait(), 30)
+    with caplog.at_level("WARNING", logger="gateway.daemon"):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        for _ in range(100):
+            if any(r.getMessage() == "asyncio tasks (SIGUSR1)" for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+    (record,) = [r for r in caplog.records if r.getMessage() == "asyncio tasks (SIGUSR1)"]
+    stacks = record.__dict__["stacks"]
+    assert "--- task the-daemon" in stacks and "_serve" in stacks
+    daemon.request_stop()
+    assert await asyncio.wait_for(task, 30) == 0
 
 
 def test_unknown_component_is_a_clear_error() -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from gateway.jobs.envelope import utc_now_iso
 from gateway.settings import Settings
 from gateway.status import field_name, minute_key
 from gateway.webauth import is_loopback
-from tests.daemon import cli_env, mailgate_env, poll, spawn_mailgate
+from tests.daemon import cli_env, mailgate_env, poll, spawn_mailgate, stop_mailgate
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -70,14 +69,7 @@ async def _ready(port: int) -> int:
 
 
 async def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.to_thread(proc.wait, 40)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        await asyncio.to_thread(proc.wait, 10)
-        tail = (await asyncio.to_thread(log.read_text))[-3000:]
-        pytest.fail("mailgate did not stop on SIGTERM:\n" + tail)
+    await stop_mailgate(proc, log)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from gateway.jobs.component import WorkerComponent
 from gateway.services import Services
 from gateway.settings import Settings
 from ingest.jobs import create_handler
-from tests.daemon import mailgate_env, poll, spawn_mailgate
+from tests.daemon import mailgate_env, poll, spawn_mailgate, stop_mailgate
 from tests.gateway.seedjobs import email_payload, envelope
 
 QUEUES = ("queue:email:processing:high", "queue:email:processing", "queue:email:processing:low")
@@ -58,8 +58,7 @@ async def test_sigkill_mid_batch_then_restart(app: App, settings: Settings, tmp_
             120,
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(40) == 0, log.read_text()[-3000:]
+        assert await stop_mailgate(proc, log) == 0, log.read_text()[-3000:]
     rows = await app.db.fetch("SELECT id, status FROM jobs")
     assert sorted(r["id"] for r in rows if r["status"] == "completed") == sorted(ids)
     assert await app.db.fetchval("SELECT count(*) FROM email_messages") == 3000

@@ -15,7 +15,7 @@ from pathlib import Path
 from gateway.app import App
 from gateway.embedded import free_port
 from gateway.settings import Settings
-from tests.daemon import mailgate_env, spawn_mailgate
+from tests.daemon import mailgate_env, spawn_mailgate, stop_mailgate
 from tests.ingest.helpers import Appender, Mailbox, message, new_mailbox, poll
 from tests.peers.dovecot import Dovecot
 
@@ -95,8 +95,7 @@ async def test_done_when(app: App, settings: Settings, dovecot: Dovecot, tmp_pat
         proc = spawn_mailgate(env, log)
         await poll(total, lambda n: n >= 600, 60)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(40) == 0, log.read_text()[-3000:]
+        assert await stop_mailgate(proc, log) == 0, log.read_text()[-3000:]
     assert await app.db.fetchval("SELECT count(*) FROM email_messages") == 600
     assert await app.db.fetchval("SELECT count(DISTINCT message_id) FROM email_messages") == 600
     assert (

@@ -12,7 +12,7 @@ from pathlib import Path
 from gateway.app import App
 from gateway.embedded import free_port
 from gateway.settings import Settings
-from tests.daemon import mailgate_env, poll, spawn_mailgate
+from tests.daemon import mailgate_env, poll, spawn_mailgate, stop_mailgate
 from tests.peers.dovecot import Dovecot
 from tests.peers.postfix import Postfix
 from tests.warmup.conftest import DOMAINS, Cli, new_box
@@ -122,11 +122,5 @@ async def test_sigkill_mid_engagement_then_restart_replies_once(
         _, metrics = await asyncio.to_thread(_get, http_port, "/metrics")
         assert "warmup_sent_total" in metrics and "warmup_placement_total" in metrics
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except Exception:
-                proc.kill()
-                raise
+        await stop_mailgate(proc)
     assert await app.db.fetchval("SELECT count(*) FROM warmup_messages WHERE depth = 1") == 1

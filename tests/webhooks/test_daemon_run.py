@@ -26,7 +26,7 @@ from gateway.events import EventType, record_event
 from gateway.jobs.contracts import EMAIL_SENDING, EmailSendPayload, encode_job
 from gateway.settings import Settings
 from tests.bounces.test_processing import make_dsn
-from tests.daemon import cli_env, mailgate_env, poll, spawn_mailgate
+from tests.daemon import cli_env, mailgate_env, poll, spawn_mailgate, stop_mailgate
 from tests.delivery.peer import ScriptedPeer
 from tests.webhooks.receiver import Receiver
 
@@ -164,8 +164,7 @@ async def test_done_when_a_runs_events_reach_the_endpoint_once_signed_after_retr
         )
         await poll(lambda: asyncio.sleep(0, types()), lambda t: t == wanted, 60)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(40)
+        code = await stop_mailgate(proc, log)
         await receiver.stop()
         await peer.stop()
     assert code == 0, log.read_text()[-3000:]
@@ -223,8 +222,7 @@ async def test_sigkill_during_dispatch_then_restart_delivers_every_event(
         proc = spawn_mailgate(env, log)
         await poll(lambda: asyncio.sleep(0, len(set(receiver.ids()))), lambda n: n == 400, 90)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(40)
+        code = await stop_mailgate(proc, log)
         await receiver.stop()
     assert code == 0, log.read_text()[-3000:]
     by_id: dict[str, set[bytes]] = {}
