@@ -10,7 +10,6 @@ worker component.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -20,6 +19,7 @@ from bounces.listener import Listener
 from bounces.metrics import METRICS
 from gateway.app import App
 from gateway.services import Services
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ class BounceComponent:
 
     async def stop(self, deadline: float) -> None:
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait([self._sweeper])
         await self.listener.stop(deadline)
 
     def ready(self) -> bool:

@@ -7,7 +7,6 @@ instances, or one restarted within the hour, enqueue nothing twice."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from gateway.jobs.contracts import (
     encode_job,
 )
 from gateway.services import Services
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,7 @@ class Scheduler:
 
     async def stop(self, deadline: float) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     def ready(self) -> bool:

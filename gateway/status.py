@@ -41,6 +41,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.jobs import ops
+from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -127,9 +128,7 @@ class StatusReporter:
     async def stop(self) -> None:
         """Record the last counter growth and withdraw the snapshot."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
         try:
             await asyncio.wait_for(self._publish_counters(), 2)
             async with self.app.redis.pipeline(transaction=True) as pipe:

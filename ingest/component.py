@@ -23,6 +23,7 @@ from typing import Any
 from gateway.app import App
 from gateway.secretkey import CredentialBox
 from gateway.services import Services
+from gateway.tasks import cancel_and_wait
 from gateway.warmupmark import WarmupMarker
 from ingest.accounts import Account, list_accounts
 from ingest.committer import Committer
@@ -102,11 +103,7 @@ class IngestComponent:
 
     async def stop(self, deadline: float) -> None:
         self.app.metrics.remove_refresher(self._refresh_metrics)
-        for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._loops)
         self._loops = []
         ids = list(self.mailboxes)
         try:

@@ -29,6 +29,7 @@ from gateway.app import App
 from gateway.events import EventType, record_event
 from gateway.jobs.contracts import WARMUP, encode_job
 from gateway.services import Services
+from gateway.tasks import cancel_and_wait
 from gateway.warmupmark import WarmupMarker
 from warmup import content, plan, store
 from warmup.steps import outbound_payload
@@ -276,9 +277,7 @@ class PlannerComponent:
     async def stop(self, deadline: float) -> None:
         self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait([self._task])
         with contextlib.suppress(Exception):
             if await self.app.redis.get(LEASE_KEY) == self.holder.encode():
                 await self.app.redis.delete(LEASE_KEY)

@@ -22,7 +22,6 @@ event (at least once); a job finding a delivery already delivered sends nothing 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from gateway.app import App
 from gateway.jobs.contracts import WEBHOOK, WebhookPayload, encode_jobs
 from gateway.services import Service, Services
+from gateway.tasks import cancel_and_wait
 from webhooks.sender import SENDER
 
 log = logging.getLogger(__name__)
@@ -185,9 +185,7 @@ class Dispatcher:
 
     async def stop(self, deadline: float) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     def ready(self) -> bool:

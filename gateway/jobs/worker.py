@@ -59,6 +59,7 @@ from gateway.jobs.tracking import (
 )
 from gateway.logs import bind
 from gateway.settings import job_timeouts
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +213,7 @@ class Worker:
                 )
                 if not done:
                     log.warning("the take loop did not stop by the deadline; cancelled")
-                    self._taking.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await self._taking
+                    await cancel_and_wait([self._taking])
             pending = set(self._in_flight)
             if pending:
                 log.info("draining in-flight jobs", extra={"jobs": len(pending)})
@@ -226,9 +225,7 @@ class Worker:
         await self._release(pending)
         await self.finisher.stop()
         self.metrics.remove_refresher(self.refresh_depths)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(keys.worker_key(self.worker_id))
             await self.redis.srem(keys.WORKERS, self.worker_id)
@@ -241,9 +238,9 @@ class Worker:
             return
         log.warning("cancelling unfinished jobs at shutdown", extra={"jobs": len(tasks)})
         self._cancelling = True
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A second cancel only after 5 s: a job returning itself to its queue on the first
+        # one must not be interrupted; one whose cancel was lost gets another.
+        await cancel_and_wait(tasks, within=30.0, every=5.0)
 
     async def run_until_empty(self, timeout_s: float = 60.0) -> None:
         """Test and benchmark helper: wait until the queues, the delayed set and this
