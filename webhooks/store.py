@@ -1,5 +1,5 @@
 """PostgreSQL for webhooks: endpoints (tenant-scoped), their sealed secrets, the
-(event, endpoint) deliveries the dispatcher fans out, and every attempt.
+(event, endpoint) deliveries (a row from its first attempt, drop or failure on), and every attempt.
 
 Secrets are sealed with the process secret (:class:`gateway.secretkey.CredentialBox`,
 Fernet) like mailbox passwords: never stored or logged in clear. ``secrets_enc`` keeps
