@@ -6,8 +6,8 @@ same run, to the same receiver (a process of its own, so it does not share our c
 
 (a) baseline: one aiohttp session, ``--concurrency`` tasks POSTing the event bodies (no
     signing, no database, no queue);
-(b) mailgate: the events in the outbox; the dispatcher (outbox -> webhook_deliveries ->
-    queue:webhook:process jobs) and the job runtime's worker running the webhook handler
+(b) mailgate: the events in the outbox; the dispatcher (outbox -> queue:webhook:process
+    jobs) and the job runtime's worker running the webhook handler
     (Standard Webhooks signing, one attempt row and one delivery row per event, job
     tracking in Redis and PostgreSQL), an endpoint with concurrency ``--concurrency``;
     timed from the first dispatch round to the last job finished.

@@ -3,10 +3,15 @@
 
 One round, in ONE transaction: take the oldest undispatched events (``dispatched_at IS
 NULL``, by id, ``FOR UPDATE SKIP LOCKED`` so several instances share the outbox without
-taking the same event), find the tenants' enabled endpoints that want each type, write a
-``webhook_deliveries`` row per (event, endpoint), push one job per endpoint and run of up to
-:data:`EVENTS_PER_JOB` of its events (LPUSH in event order: the worker takes the oldest
-first), mark the events dispatched and move each tenant's outbox cursor, then commit.
+taking the same event), find the tenants' enabled endpoints that want each type, push one
+job per endpoint and run of up to :data:`EVENTS_PER_JOB` of its events (LPUSH in event
+order: the worker takes the oldest first), mark the events dispatched and move each tenant's
+outbox cursor, then commit.
+
+No ``webhook_deliveries`` row is written here: the handler writes a delivery's row with its
+first attempt (or when it drops or fails it), so a queued delivery not yet attempted has no
+row, and a delivered one is never sent again. Writing a 'pending' row per (event, endpoint)
+at dispatch cost a write per event that nothing read (bench/webhooks.py).
 
 A job per batch rather than per (event, endpoint): the job runtime's cost of a job (take,
 validate, tracking, finish: about one bare POST of CPU) is then paid once per batch, not per
@@ -46,11 +51,6 @@ ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 _ENDPOINTS = """
 SELECT id, tenant_id, event_types, created_at FROM webhook_endpoints
 WHERE enabled AND tenant_id = ANY($1::text[]) ORDER BY created_at, id
-"""
-_DELIVERIES = """
-INSERT INTO webhook_deliveries (tenant_id, event_id, endpoint_id)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
-ON CONFLICT (event_id, endpoint_id) DO NOTHING
 """
 
 _CURSOR = """
@@ -131,13 +131,6 @@ class Dispatcher:
                 for r in await conn.fetch(_ENDPOINTS, tenants)
             ]
             pairs = fan_out(events, endpoints)
-            if pairs:
-                await conn.execute(
-                    _DELIVERIES,
-                    [t for _, t, _ in pairs],
-                    [e for e, _, _ in pairs],
-                    [p for _, _, p in pairs],
-                )
             ids = [e[0] for e in events]
             await conn.execute(
                 "UPDATE events SET dispatched_at = now() WHERE id = ANY($1::bigint[])", ids

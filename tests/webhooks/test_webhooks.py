@@ -278,8 +278,11 @@ async def test_a_batch_retries_only_its_failed_events_each_on_its_own(
     assert all(j["attempt_count"] == 1 and "event_ids" not in j["payload"] for j, _ in retries)
     assert all(4.5 <= score / 1000 - clock.now <= 5.5 for _, score in retries)
     assert sorted(r.webhook_id for r in receiver.got) == sorted(f"msg_{i}" for i in ids)
-    clock.now += 5.1
-    assert await worker.promote_once() == 2
+    # Due on the sender's clock (real time, later than the worker's fake one on a loaded
+    # machine); the worker's own promoter may move them first.
+    clock.now = max(score for _, score in retries) / 1000 + 0.1
+    await worker.promote_once()
+    assert await app.redis.zcard(keys.DELAYED) == 0
     await worker.run_until_empty(30)
     sent: dict[str, int] = {}
     for r in receiver.got:
