@@ -221,11 +221,11 @@ def _charset_decode(payload: bytes, charset: str) -> str:
             continue
         try:
             return payload.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeDecodeError, ValueError):  # ValueError: a NUL in the name
             continue
     try:
         return payload.decode(charset or "utf-8", errors="replace")
-    except LookupError:
+    except (LookupError, ValueError):
         return payload.decode("latin-1", errors="replace")
 
 

@@ -275,7 +275,7 @@ def _content(part: Any) -> bytes:
         charset = part.content_type.get_charset() or "utf-8"
         try:
             return str(body or "").encode(charset)
-        except (LookupError, UnicodeError):
+        except (LookupError, UnicodeError, ValueError):  # ValueError: a NUL in the name
             return str(body or "").encode("utf-8")
     except Exception:  # noqa: BLE001 - undecodable: keep the part as it was sent
         raw = part.to_string()

@@ -64,6 +64,21 @@ def test_never_raises_on_mutated_fixtures(seed: bytes, start: int, length: int,
     _valid(classify(seed[:i] + junk + seed[j:]))
 
 
+def test_a_nul_in_the_charset_name_is_an_unknown_charset() -> None:
+    """A charset parameter with a NUL in it (codec lookup raises ValueError, not
+    LookupError) decodes like an unknown charset: found by the property test above in CI."""
+    raw = (
+        b"From: postmaster@corp.test\nTo: news@sender.test\nSubject: Undeliverable\n"
+        b'Content-Type: text/plain; charset="iso-8859-1\x00"\n'
+        b"Content-Transfer-Encoding: quoted-printable\n\n"
+        b"Delivery has failed to these recipients or groups:\n\ngone@corp.test\n"
+        b"Remote Server returned '550 5.2.1 Mailbox disabled, not accepting messages'\n"
+    )
+    results = classify(raw)
+    _valid(results)
+    assert results[0].recipient == "gone@corp.test"
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.sampled_from(SEEDS), st.integers(min_value=1, max_value=5000))
 def test_never_raises_on_truncated_fixtures(seed: bytes, cut: int) -> None:
