@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shutil
 import sys
 import time
@@ -28,11 +27,10 @@ from gateway.errors import CliError
 from gateway.jobs.contracts import EXPORT, IMPORT, ExportPayload, ImportPayload, Payload, describe
 from gateway.jobs.contracts import encode_job as encode
 from gateway.jobs.keys import job_key
-from gateway.retention import cleanup
+from gateway.retention import cleanup, tenant_dirname
 from gateway.settings import Settings
 
 POLL_S = 0.5
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def _mapping(items: list[str] | None) -> dict[str, str]:
@@ -96,7 +94,7 @@ def _importable(path: Path, settings: Settings, tenant: str, job_id: str) -> Pat
     ``file_roots``, and may run as another user than the one who typed the command)."""
     if under_roots(path, allowed_roots(settings)):
         return path
-    target = Path(settings.data_dir) / "imports" / _SAFE.sub("_", tenant) / f"{job_id}.csv"
+    target = Path(settings.data_dir) / "imports" / tenant_dirname(tenant) / f"{job_id}.csv"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)

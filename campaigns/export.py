@@ -27,6 +27,7 @@ from gateway.app import App
 from gateway.events import EventType, record_event
 from gateway.jobs.contracts import ExportPayload
 from gateway.jobs.keys import job_key
+from gateway.retention import tenant_dirname
 
 FETCH_ROWS = 2000
 
@@ -124,7 +125,7 @@ KINDS: dict[str, Kind] = {
     ),
 }
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")  # job ids in file names
 
 
 def destination_for(app: App, job_id: str, payload: ExportPayload) -> Path:
@@ -135,7 +136,7 @@ def destination_for(app: App, job_id: str, payload: ExportPayload) -> Path:
             raise CampaignJobError(f"destination {payload.destination} is not an absolute path")
         check_root(path, allowed_roots(app.settings), "the destination")
         return path
-    tenant = _SAFE.sub("_", payload.tenant_id)
+    tenant = tenant_dirname(payload.tenant_id)
     name = f"{payload.kind}-{_SAFE.sub('_', job_id)}.{payload.format}"
     return Path(app.settings.data_dir) / "exports" / tenant / name
 

@@ -10,7 +10,10 @@ What goes (every predicate optionally scoped to one tenant):
   ``retention_jobs_days``;
 - dispatched ``events`` (and their webhook attempts) and counted ``metric_facts`` older than
   ``retention_events_days``;
-- ``suppressions`` whose ``expires_at`` has passed.
+- ``suppressions`` whose ``expires_at`` has passed;
+- files under ``data_dir/imports`` and ``data_dir/exports`` (the CSVs ``mailgate import``
+  copied in, the export files) not modified for ``retention_jobs_days``: the jobs that name
+  them are gone by then.
 
 Owned by ``gateway/`` because it owns storage; the job handler and the CLI both call
 :func:`cleanup`.
@@ -18,7 +21,14 @@ Owned by ``gateway/`` because it owns storage; the job handler and the CLI both 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import re
+import stat
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import asyncpg
@@ -79,6 +89,47 @@ def _delete_sql(target: Target) -> str:
     )
 
 
+#: The daemon's own file directories under data_dir (one subdirectory per tenant).
+FILE_DIRS: Final = ("imports", "exports")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def tenant_dirname(tenant_id: str) -> str:
+    """A tenant's directory name under ``data_dir/imports`` and ``data_dir/exports``."""
+    return _UNSAFE.sub("_", tenant_id)
+
+
+def old_files(settings: Settings, tenant_id: str | None = None) -> list[Path]:
+    """Regular files under the daemon's file directories (one tenant's, with ``tenant_id``)
+    not modified for ``retention_jobs_days``. Symbolic links are neither followed nor
+    listed: nothing outside those directories is ever touched."""
+    cutoff = time.time() - settings.retention_jobs_days * 86400
+    roots = [Path(settings.data_dir) / d for d in FILE_DIRS]
+    if tenant_id is not None:
+        roots = [root / tenant_dirname(tenant_id) for root in roots]
+    found: list[Path] = []
+    for root in roots:
+        if root.is_symlink() or not root.is_dir():
+            continue
+        for dirpath, _dirs, names in os.walk(root):
+            for name in names:
+                path = Path(dirpath) / name
+                with contextlib.suppress(OSError):
+                    info = path.lstat()
+                    if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                        found.append(path)
+    return found
+
+
+def _unlink(paths: list[Path]) -> int:
+    deleted = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            deleted += 1
+    return deleted
+
+
 async def cleanup(
     pool: asyncpg.Pool,
     settings: Settings,
@@ -104,4 +155,6 @@ async def cleanup(
             if deleted < batch:
                 break
         out[target.name] = total
+    files = await asyncio.to_thread(old_files, settings, tenant_id)
+    out["files"] = len(files) if dry_run else await asyncio.to_thread(_unlink, files)
     return out

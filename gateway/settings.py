@@ -659,8 +659,9 @@ class Settings(BaseSettings):
         default=30,
         ge=1,
         le=3650,
-        description="Completed jobs, job executions and import checkpoints older than this "
-        "many days are deleted by maintenance.cleanup (1-3650).",
+        description="Completed jobs, job executions, import checkpoints and the files in "
+        "data_dir/imports and data_dir/exports older than this many days are deleted by "
+        "maintenance.cleanup (1-3650).",
     )
     retention_events_days: int = Field(
         default=30,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,24 @@ async def test_cleanup_removes_exactly_what_is_past_retention_while_ingest_write
             " ($1, 'forever@x.test', 'hard_bounce', NULL)",
             TENANT,
         )
+    # Files: an old copied import and an old export go; a new one, one outside the daemon's
+    # directories and a symlink's target stay.
+    data = Path(app.settings.data_dir)
+    stamp = (dt.datetime.now(dt.UTC) - dt.timedelta(days=31)).timestamp()
+    outside = data.parent / "outside.csv"
+    outside.write_text("x")
+    os.utime(outside, (stamp, stamp))
+    for rel, old_file in (
+        (f"imports/{TENANT}/import-1.csv", True),
+        (f"exports/{TENANT}/contacts-1.csv", True),
+        (f"exports/{TENANT}/contacts-2.csv", False),
+    ):
+        path = data / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("email\n")
+        if old_file:
+            os.utime(path, (stamp, stamp))
+    (data / "imports" / TENANT / "link.csv").symlink_to(outside)
     expected = {
         "email_content": 120,
         "jobs": 1,
@@ -182,6 +201,7 @@ async def test_cleanup_removes_exactly_what_is_past_retention_while_ingest_write
         "events": 1,
         "metric_facts": 0,
         "suppressions": 1,
+        "files": 2,
     }
     assert await cleanup(app.db, app.settings, dry_run=True) == expected
 
@@ -209,3 +229,5 @@ async def test_cleanup_removes_exactly_what_is_past_retention_while_ingest_write
     emails = {r["email"] for r in await app.db.fetch("SELECT email FROM suppressions")}
     assert emails == {"kept@x.test", "forever@x.test"}
     assert await cleanup(app.db, app.settings, dry_run=True) == dict.fromkeys(expected, 0)
+    left = sorted(p.name for p in await asyncio.to_thread(lambda: list(data.rglob("*.csv"))))
+    assert left == ["contacts-2.csv", "link.csv"] and outside.exists()
