@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -32,6 +33,20 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
             word, _, rest = line.partition(" ")
             out.append((word.upper(), rest.strip()))
     return out
+
+
+def test_image_copies_every_package_the_distribution_installs() -> None:
+    """Each package pyproject.toml installs (`packages.find`) is COPYed into the build
+    stage: a package added later and forgotten here would be missing from the image, its
+    entry points broken at start."""
+    pyproject = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())
+    wanted = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {
+        rest.split()[0]
+        for word, rest in _dockerfile_instructions()
+        if word == "COPY" and not rest.startswith("--from")
+    }
+    assert wanted <= copied, sorted(wanted - copied)
 
 
 def test_compose_file_wires_postgres_redis_and_mailgate() -> None:
