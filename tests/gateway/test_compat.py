@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,13 @@ from gateway.compat import aiosmtpd as smtp_seam
 from gateway.compat import dkimpy as dkim_seam
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gateway", "ingest", "bounces", "delivery")
+# Every package the distribution installs (a package added later is checked too).
+PACKAGES = tuple(
+    p.rstrip("*")
+    for p in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]["include"]
+)
 # The private names the seams use; nothing else may spell them.
 PRIVATE = re.compile(
     r"\._(untagged_response|handle_responses|handle_line|idle_waiter|client_task|"
