@@ -10,7 +10,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := dovecot-imapd dovecot-lmtpd postfix \
+DEBIAN_PACKAGES := dovecot-imapd dovecot-lmtpd dovecot-sieve postfix \
   chromium redis-server redis-sentinel systemd prometheus
 PYTEST_ARGS ?=
 
