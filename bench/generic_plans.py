@@ -57,7 +57,7 @@ def _is_t0(g: int, tenants: int) -> bool:
 _TABLES = (
     "email_deliveries, contacts, email_content, email_messages, email_accounts, "
     "ingest_fingerprints, events, suppressions, webhook_endpoints, webhook_deliveries, "
-    "contact_list_members"
+    "contact_list_members, jobs"
 )
 
 
@@ -110,6 +110,9 @@ SELECT 'w' || g, 't' || g, 'https://hooks.example/' || g, '{{*}}'
 FROM generate_series(0, {tenants - 1}) g;
 INSERT INTO webhook_deliveries (tenant_id, event_id, endpoint_id, attempts, status)
 SELECT tenant_id, id, 'w' || substr(tenant_id, 2), 1, 'delivered' FROM events WHERE id % 2 = 0;
+INSERT INTO jobs (id, tenant_id, queue_name, status, attempt_count, completed_at)
+SELECT 'j' || g, {_T}, 'queue:email-sending', 'completed', 1, now() - (g || ' seconds')::interval
+FROM generate_series(1, {half}) g;
 INSERT INTO contact_list_members (tenant_id, list_id, contact_id)
 SELECT tenant_id, 'l-' || tenant_id, id FROM contacts WHERE substr(id, 3)::int % 15 = 0;
 """  # noqa: S608 (constants of ours)
@@ -273,6 +276,40 @@ CASES: dict[str, tuple[str, Callable[[], tuple[Any, ...]], bool]] = {
             [None] * N,
             [1.0] * N,
             ["w"] * N,
+        ),
+        True,
+    ),
+    "gateway.jobs.tracking.UPSERT_JOBS (100 existing)": (
+        tracking.UPSERT_JOBS,
+        lambda: (
+            [f"j{g}" for g in T0],
+            ["t0"] * N,
+            ["queue:email-sending"] * N,
+            ["running"] * N,
+            ["{}"] * N,
+            [2] * N,
+            [5] * N,
+            ["w"] * N,
+            [None] * N,
+            [None] * N,
+            [None] * N,
+            [None] * N,
+            [None] * N,
+            [None] * N,
+        ),
+        True,
+    ),
+    "webhooks.store._SUCCESSES (100)": (
+        wstore._SUCCESSES,
+        lambda: (
+            ["t0"] * N,
+            list(T0),
+            ["w0"] * N,
+            [200] * N,
+            [1] * N,
+            [5.0] * N,
+            [f"msg_{g}" for g in T0],
+            [None] * N,
         ),
         True,
     ),
