@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from delivery.service import SENDER
 from gateway.app import App, Urls, open_app
 from gateway.embedded import EmbeddedServers
+from gateway.imapendpoint import Endpoint
 from gateway.jobs.worker import Worker
 from gateway.secretkey import CredentialBox
 from gateway.services import Services
@@ -51,7 +52,7 @@ from gateway.warmupmark import WarmupMarker
 from ingest.accounts import add_account
 from tests.peers.dovecot import Dovecot
 from tests.peers.postfix import Postfix
-from warmup.imap import ImapClient, Login
+from warmup.imap import ImapClient
 from warmup.jobs import create_handler
 from warmup.planner import tick
 
@@ -217,7 +218,7 @@ async def bench_conversations(
         send_floor = time.perf_counter() - t1
         t2 = time.perf_counter()
         for address, mid in floor_ids:
-            login = Login(dovecot.host, dovecot.port, "none", address, users[address])
+            login = Endpoint(dovecot.host, dovecot.port, "none", address, users[address])
             async with await ImapClient.connect(login) as imap:
                 for _ in range(200):
                     if await imap.find("INBOX", mid) or await imap.find("Junk", mid):

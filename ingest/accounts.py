@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from gateway.imapendpoint import Endpoint
 from gateway.secretkey import CredentialBox, SecretKeyError
 from ingest.errors import AccountError, DuplicateAccount
-from ingest.imap import Endpoint
 
 SECURITIES = ("tls", "starttls", "none")
 _FOLDER_BAD = re.compile(r"[\x00-\x1f\x7f]")

@@ -28,12 +28,12 @@ import contextlib
 import ssl
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aioimaplib
 
 from gateway.compat import aioimaplib as compat
+from gateway.imapendpoint import Endpoint
 from ingest.errors import (
     ImapPermanentError,
     ImapTemporaryError,
@@ -47,27 +47,6 @@ META_ITEMS = "(UID RFC822.SIZE INTERNALDATE)"
 BODY_ITEMS = "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[])"
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and how to log in. ``password`` is never logged or shown in ``repr``."""
-
-    host: str
-    port: int
-    security: str  # tls / starttls / none
-    username: str
-    password: str
-    master_user: str | None = None
-
-    @property
-    def login_name(self) -> str:
-        """``user*master`` for a Dovecot master-user login, else the user name."""
-        return f"{self.username}*{self.master_user}" if self.master_user else self.username
-
-    def __repr__(self) -> str:
-        return (
-            f"Endpoint({self.host}:{self.port}, {self.security}, {self.login_name!r}, "
-            "password=********)"
-        )
 
 
 def _server_text(response: Any) -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from dataclasses import dataclass
 from types import TracebackType
 
+from gateway.imapendpoint import Endpoint
 from warmup.errors import ImapAuthFailed, ImapTemporary
 from warmup.imapwire import (
     Folder,
@@ -28,25 +28,6 @@ from warmup.imapwire import (
 )
 
 MAX_LINE = 1 << 20
-
-
-@dataclass(frozen=True)
-class Login:
-    """Where and as whom. ``password`` never appears in ``repr``."""
-
-    host: str
-    port: int
-    security: str  # tls / starttls / none
-    username: str
-    password: str
-    master_user: str | None = None
-
-    @property
-    def login_name(self) -> str:
-        return f"{self.username}*{self.master_user}" if self.master_user else self.username
-
-    def __repr__(self) -> str:
-        return f"Login({self.host}:{self.port}, {self.security}, {self.login_name!r}, ****)"
 
 
 class ImapClient:
@@ -63,7 +44,7 @@ class ImapClient:
         self.selected: str | None = None
 
     @classmethod
-    async def connect(cls, login: Login, timeout_s: float = 30.0) -> ImapClient:
+    async def connect(cls, login: Endpoint, timeout_s: float = 30.0) -> ImapClient:
         context = ssl.create_default_context() if login.security != "none" else None
         try:
             reader, writer = await asyncio.wait_for(

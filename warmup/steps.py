@@ -45,6 +45,7 @@ from delivery.reply import classify
 from delivery.service import Sender
 from gateway.app import App
 from gateway.events import EventType, record_event
+from gateway.imapendpoint import Endpoint
 from gateway.jobs import DeferJob, PermanentJobError
 from gateway.jobs.contracts import WARMUP, WarmupPayload, encode_job
 from gateway.jobs.envelope import Job
@@ -53,7 +54,7 @@ from gateway.secretkey import CredentialBox, SecretKeyError
 from gateway.warmupmark import WarmupMarker
 from warmup import content, plan, store
 from warmup.errors import ImapAuthFailed, ImapError
-from warmup.imap import ImapClient, Login
+from warmup.imap import ImapClient
 from warmup.imapwire import junk_folder
 from warmup.metrics import WarmupMetrics
 
@@ -450,7 +451,7 @@ class Steps:
             password = self.box.open(bytes(r["imap_password_enc"]))
         except SecretKeyError as exc:
             raise PermanentJobError(f"account {account_id}: {exc}") from None
-        login = Login(
+        login = Endpoint(
             host=r["imap_host"],
             port=r["imap_port"] or 993,
             security=r["imap_security"] or "tls",

@@ -20,8 +20,9 @@ from bounces.intake import Intake
 from bounces.listener import Listener
 from bounces.metrics import METRICS
 from gateway.app import App
+from gateway.imapendpoint import Endpoint
 from gateway.services import Services
-from ingest.imap import Endpoint, ImapSession
+from ingest.imap import ImapSession
 from tests.daemon import poll
 from tests.peers.dovecot import Dovecot
 from tests.peers.fixtures import private_dir, require_binary

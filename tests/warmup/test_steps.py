@@ -18,6 +18,7 @@ from delivery.pool import Endpoint
 from delivery.reply import SmtpReply
 from delivery.service import SENDER
 from gateway.app import App
+from gateway.imapendpoint import Endpoint as ImapEndpoint
 from gateway.jobs import DeferJob
 from gateway.jobs.contracts import WARMUP, WarmupPayload
 from gateway.jobs.envelope import new_job, parse_job
@@ -33,7 +34,7 @@ from tests.peers.dovecot import Dovecot
 from tests.peers.postfix import Postfix
 from tests.warmup.conftest import DOMAINS, Box, new_box
 from warmup import content, plan, store
-from warmup.imap import ImapClient, Login
+from warmup.imap import ImapClient
 from warmup.metrics import METRICS
 from warmup.planner import LEASE_KEY, PlannerComponent, tick
 from warmup.steps import Steps, locate
@@ -400,7 +401,7 @@ async def test_imap_finds_junk_by_special_use_and_moves_without_move(
     lmtp_dovecot.deliver(
         box.address, f"Message-ID: {mid}\r\nSubject: x\r\n\r\nx\r\n".encode(), "Junk"
     )
-    login = Login(lmtp_dovecot.host, lmtp_dovecot.port, "none", box.address, box.password)
+    login = ImapEndpoint(lmtp_dovecot.host, lmtp_dovecot.port, "none", box.address, box.password)
     async with await ImapClient.connect(login, 10) as imap:
         assert "MOVE" in imap.capabilities
         assert await imap.junk() == "Junk"
@@ -411,7 +412,7 @@ async def test_imap_finds_junk_by_special_use_and_moves_without_move(
         assert await imap.find("Junk", mid) == []
         assert len(await imap.find("INBOX", mid)) == 1
     # The master user (``user*master``, the master's password) sees the same mailbox.
-    master = Login(
+    master = ImapEndpoint(
         lmtp_dovecot.host, lmtp_dovecot.port, "none", box.address,
         lmtp_dovecot.master_password, master_user=lmtp_dovecot.master_user,
     )  # fmt: skip
